@@ -1,0 +1,75 @@
+"""One handler per `foundry` subcommand: read the parsed arguments, call the package, print."""
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+from pathlib import Path
+
+from model_foundry.errors import UserError
+
+
+def quickstart(args: Namespace) -> None:
+    from model_foundry.quickstart.data import DEFAULT_CACHE
+    from model_foundry.quickstart.workflow import DEFAULT_OUT, run_quickstart
+
+    run_quickstart(out=args.out or DEFAULT_OUT, data=args.data or DEFAULT_CACHE, steps=args.steps)
+
+
+def tokenizer_train(args: Namespace) -> None:
+    from model_foundry.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(args.type, args.vocab_size, files=args.input, min_frequency=args.min_frequency,
+                                lowercase=args.lowercase)
+    path = tokenizer.save(args.out)
+    print(f"Saved a {args.type} tokenizer with {tokenizer.vocab_size} tokens to {path}")
+
+
+def new_experiment(args: Namespace) -> None:
+    from model_foundry.config.experiments import new_pretraining
+
+    name = args.name or args.pretraining_name
+    if name is None:
+        raise UserError("Name the experiment: `foundry new pretraining NAME` (or `foundry new -p NAME`).")
+    path = new_pretraining(name, arch=args.arch, resume_from=args.resume_from, root=args.root)
+    print(f"Wrote {path}\nEdit it (data.train.path at least), then run: foundry train {name} -m pretraining")
+
+
+def train(args: Namespace) -> None:
+    from model_foundry.config.experiments import find_experiment_config
+    from model_foundry.reporting.runs import format_table, run_row
+    from model_foundry.training.run import run_training
+
+    target = args.target or args.name
+    if target is None:
+        raise UserError("Say what to train: `foundry train NAME` (an experiment) or `foundry train config.yaml`.")
+    path = Path(target)
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
+        path = find_experiment_config(target, args.mode, args.root)
+    _, run_dir = run_training(path, overrides=args.overrides, out=args.out, mode=args.mode)
+    print("\n" + format_table([run_row(run_dir / "results.json", run_dir.parent)]))
+    print(f"\nRun directory: {run_dir}")
+
+
+def evaluate(args: Namespace) -> None:
+    from model_foundry.inference.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run, split=args.split, checkpoint=args.checkpoint)
+    print(json.dumps({"split": args.split, **metrics}, indent=2))
+
+
+def runs(args: Namespace) -> None:
+    from model_foundry.reporting.runs import find_results, format_table, run_row
+
+    found = find_results(args.root)
+    if not found:
+        raise UserError(f"No finished runs under {args.root} (a finished run has a results.json).")
+    print(format_table([run_row(p, args.root.resolve()) for p in found]))
+
+
+def plot(args: Namespace) -> None:
+    from model_foundry.config.experiments import find_run
+    from model_foundry.reporting.plots import plot_runs
+
+    run_dirs = [find_run(r) for r in args.runs]
+    out = args.out or run_dirs[0] / "plots" / f"{args.metric}.png"
+    print(f"Wrote {plot_runs(run_dirs, out, metric=args.metric)}")

@@ -1,0 +1,98 @@
+"""The `foundry` command: a thin layer that parses arguments and calls the package's functions.
+
+Exit codes: 0 success, 2 a user's mistake (one paragraph, no traceback), 1 an internal error,
+128 + N when signal N stopped training after saving `checkpoints/last`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from model_foundry.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    from model_foundry.training.trainer import TrainingInterrupted
+
+    try:
+        return args.handler(args) or 0
+    except UserError as error:
+        print(textwrap.fill(f"error: {error}", width=100), file=sys.stderr)
+        return 2
+    except TrainingInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return stop.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model_foundry.cli import commands
+
+    parser = argparse.ArgumentParser(prog="foundry", description="Train tokenizers, pretrain and transfer "
+                                     "small language models.")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    quick = sub.add_parser("quickstart", help="the whole workflow on real data in a few minutes")
+    quick.add_argument("--out", type=Path, help="where the runs go (default experiments/quickstart)")
+    quick.add_argument("--data", type=Path, help="the data cache (default ~/.cache/model_foundry/quickstart)")
+    quick.add_argument("--steps", type=int, default=400, help="pretraining steps per model (default 400)")
+    quick.set_defaults(handler=commands.quickstart)
+
+    tokenizer = sub.add_parser("tokenizer", help="tokenizer commands").add_subparsers(metavar="ACTION")
+    tok_train = tokenizer.add_parser("train", help="train a tokenizer and save DIR/tokenizer.json")
+    tok_train.add_argument("--type", required=True, choices=["char", "wordpiece", "bpe", "unigram"])
+    tok_train.add_argument("--vocab-size", type=int, required=True)
+    tok_train.add_argument("--input", nargs="+", required=True, type=Path, metavar="FILE")
+    tok_train.add_argument("--out", required=True, type=Path, metavar="DIR")
+    tok_train.add_argument("--min-frequency", type=int, default=2)
+    tok_train.add_argument("--lowercase", action="store_true")
+    tok_train.set_defaults(handler=commands.tokenizer_train)
+
+    new = sub.add_parser("new", help="write an experiment's config.yaml from a commented template",
+                         description="foundry new pretraining NAME [--arch A] [--resume-from OLD]; "
+                                     "seed spellings: foundry new -p NAME [-rp OLD]")
+    new.add_argument("kind", nargs="?", choices=["pretraining"])
+    new.add_argument("name", nargs="?")
+    new.add_argument("-p", "--pretraining", dest="pretraining_name", metavar="NAME")
+    new.add_argument("--arch", default="gpt", help="gpt | bert (default gpt)")
+    new.add_argument("-rp", "--resume-from", dest="resume_from", metavar="OLD",
+                     help="clone experiment OLD with resume_from pointing at its last checkpoint")
+    new.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root")
+    new.set_defaults(handler=commands.new_experiment)
+
+    train = sub.add_parser("train", help="train an experiment (a name or a YAML path)")
+    train.add_argument("target", nargs="?", help="experiment name or config YAML path")
+    train.add_argument("-n", "--name", dest="name", help="experiment name (seed spelling)")
+    train.add_argument("-m", "--mode", choices=["pretraining", "finetuning"])
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set training.learning_rate=3e-4 (repeatable)")
+    train.add_argument("--out", type=Path, help="the run directory (default <output_dir>/<kind>/<name>)")
+    train.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root for names")
+    train.set_defaults(handler=commands.train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained run on a split")
+    evaluate.add_argument("run", help="run directory or experiment name")
+    evaluate.add_argument("--split", choices=["val", "test"], default="val")
+    evaluate.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    evaluate.set_defaults(handler=commands.evaluate)
+
+    runs = sub.add_parser("runs", help="table of runs with their results")
+    runs.add_argument("root", nargs="?", type=Path, default=Path("experiments"))
+    runs.set_defaults(handler=commands.runs)
+
+    plot = sub.add_parser("plot", help="PNG of train and val curves of one or several runs")
+    plot.add_argument("runs", nargs="+", help="run directories or experiment names")
+    plot.add_argument("--out", type=Path, help="the PNG file (default: plots/<metric>.png of the first run)")
+    plot.add_argument("--metric", default="loss")
+    plot.set_defaults(handler=commands.plot)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Experiment directories: where a run lives, finding it by name, and writing new ones from templates.
+
+The layout is the one seed 001's users know: `<output_dir>/<kind>/<name>/` holds `config.yaml`,
+`checkpoints/`, `metrics/`, `tokenizer/` and `plots/`; the experiment directory is the run directory.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from model_foundry.config.schema import FoundryConfig
+from model_foundry.errors import UserError
+
+KINDS = ("pretraining", "finetuning")
+DEFAULT_ROOT = Path("experiments")
+# The architecture's natural objective and tokenizer, so `foundry new pretraining X --arch bert` works as is.
+ARCH_DEFAULTS = {
+    "gpt": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
+    "bert": {"task": "masked_lm", "tokenizer": "wordpiece", "norm": "post", "attention": "bidirectional"},
+}
+
+
+def run_directory(config: FoundryConfig, out: str | Path | None) -> Path:
+    """`--out` when given, else `<output_dir>/<kind>/<name>/`, made absolute against the cwd."""
+    if out is not None:
+        return Path(out).resolve()
+    exp = config.experiment
+    return (Path(exp.output_dir) / exp.kind / exp.name).resolve()
+
+
+def find_experiment_config(name: str, kind: str | None = None, root: Path = DEFAULT_ROOT) -> Path:
+    """The config.yaml of experiment `name` under `root/<kind>/`; the error lists what exists."""
+    kinds = [kind] if kind else list(KINDS)
+    found = [root / k / name / "config.yaml" for k in kinds if (root / k / name / "config.yaml").is_file()]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise UserError(f"Experiment {name!r} exists as both pretraining and finetuning under {root}; "
+                        "choose one with -m pretraining or -m finetuning.")
+    existing = sorted(p.parent.name for k in kinds for p in (root / k).glob("*/config.yaml"))
+    listing = ", ".join(existing) if existing else "none yet"
+    raise UserError(f"No experiment named {name!r} under {root}/{'|'.join(kinds)}/ (experiments there: "
+                    f"{listing}). Create one with `foundry new pretraining {name}`, or pass a YAML path.")
+
+
+def find_run(target: str | Path, root: Path = DEFAULT_ROOT) -> Path:
+    """A run directory from a path or an experiment name (for eval, plot, export, ...)."""
+    path = Path(target)
+    if path.is_dir():
+        return path.resolve()
+    for kind in KINDS:
+        candidate = root / kind / str(target)
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise UserError(f"{target!s} is neither a run directory nor an experiment under {root}/pretraining or "
+                    f"{root}/finetuning.")
+
+
+def new_pretraining(name: str, arch: str = "gpt", resume_from: str | None = None,
+                    root: Path = DEFAULT_ROOT) -> Path:
+    """Write `root/pretraining/NAME/config.yaml` from the commented template, or clone OLD to resume it."""
+    target = root / "pretraining" / name / "config.yaml"
+    if target.exists():
+        raise UserError(f"{target} already exists; choose another name or edit that file.")
+    if resume_from:
+        text = clone_for_resume(name, resume_from, root)
+    else:
+        text = render_template(name, arch, root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def render_template(name: str, arch: str, root: Path) -> str:
+    from model_foundry.models import ARCHITECTURES
+
+    if arch not in ARCH_DEFAULTS:
+        known = ", ".join(a for a in ARCH_DEFAULTS if a in ARCHITECTURES)
+        raise UserError(f"--arch {arch!r} has no pretraining template; choose one of {known}.")
+    template = resources.files("model_foundry.config").joinpath("templates/pretraining.yaml").read_text()
+    return template.format(name=name, arch=arch, output_dir=root.as_posix(), resume="false", resume_from="",
+                           architectures=" | ".join(ARCH_DEFAULTS), **ARCH_DEFAULTS[arch])
+
+
+def clone_for_resume(name: str, old: str, root: Path) -> str:
+    """OLD's config under the new name, with `resume_from` pointing at OLD's last checkpoint.
+
+    The clone keeps OLD's settings but starts a new run directory, so OLD stays untouched.
+    """
+    old_config = find_experiment_config(old, "pretraining", root)
+    raw = yaml.safe_load(old_config.read_text(encoding="utf-8")) or {}
+    raw.setdefault("experiment", {})["name"] = name
+    last = (old_config.parent / "checkpoints" / "last").resolve()
+    training = raw.setdefault("training", {})
+    training["resume"] = False
+    training["resume_from"] = str(last)
+    header = (f"# Cloned from {old_config} to resume it in a new run directory.\n"
+              f"# training.resume_from loads {old}'s last checkpoint with its full state;\n"
+              "# set training.load_only_model_state: true to take the weights only.\n")
+    return header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,172 @@
+"""The configuration schema: one pydantic model per YAML section.
+
+Every section forbids unknown keys, so a typo is an error that names the closest valid key
+instead of a setting that silently does nothing. Where a seed system spelled a key differently
+(`max_iters`, `torch_dtype`, `lr`), the old spelling is accepted as an alias of the canonical one.
+`None` in a model field means "the architecture's own default (or its preset's)".
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+
+def alias(*names: str) -> AliasChoices:
+    """Accept the canonical name (first) and older spellings of a key."""
+    return AliasChoices(*names)
+
+
+class ExperimentSection(Section):
+    name: str = "run"
+    kind: Literal["pretraining", "finetuning"] = "pretraining"
+    seed: int = 1337
+    output_dir: str = "experiments"
+    description: str = ""
+
+
+class TokenizerSection(Section):
+    type: Literal["char", "wordpiece", "bpe", "unigram"] = Field(
+        "bpe", validation_alias=alias("type", "tokenizer_type"))
+    vocab_size: int = Field(8000, ge=8)
+    # An existing tokenizer (a directory holding tokenizer.json, or the file). Without it, one is
+    # trained on the training data and saved in the run directory.
+    path: str | None = None
+    max_length: int | None = Field(None, ge=2)
+    lowercase: bool = False
+    min_frequency: int = Field(2, ge=1)
+
+
+class SplitSection(Section):
+    path: str | list[str] | None = Field(None, validation_alias=alias("path", "dataset_path"))
+
+
+class DataSection(Section):
+    train: SplitSection = SplitSection()
+    val: SplitSection = SplitSection()
+    test: SplitSection = SplitSection()
+    format: Literal["text", "jsonl", "csv", "tsv", "conllu", "pt"] | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    # Used when there is no val file: the last fraction of the training stream becomes val.
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # Tokenized corpora are cached here by content hash (default: <output_dir>/.cache/tokens).
+    cache_dir: str | None = None
+
+    @field_validator("train", "val", "test", mode="before")
+    @classmethod
+    def path_shorthand(cls, value):
+        """`train: corpus.txt` is short for `train: {path: corpus.txt}`."""
+        if isinstance(value, (str, list)):
+            return {"path": value}
+        return value
+
+
+class ModelSection(Section):
+    architecture: str = "gpt"
+    preset: Literal["small", "base", "large"] | None = None
+    n_layer: int | None = Field(None, ge=1)
+    n_head: int | None = Field(None, ge=1)
+    n_embd: int | None = Field(None, ge=1)
+    intermediate_size: int | None = Field(None, ge=1)
+    block_size: int | None = Field(None, ge=2)
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    bias: bool | None = None
+    attention_type: Literal["causal", "bidirectional"] | None = None
+    positional: Literal["learned", "rotary", "sinusoidal"] | None = None
+    norm_position: Literal["pre", "post"] | None = None
+    activation: Literal["gelu", "gelu_tanh", "relu", "silu"] | None = None
+    layer_norm_eps: float | None = Field(None, gt=0.0)
+    type_vocab_size: int | None = Field(None, ge=0)
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, validation_alias=alias("dtype", "torch_dtype"))
+
+    @field_validator("architecture")
+    @classmethod
+    def known_architecture(cls, name: str) -> str:
+        from model_foundry.models import ARCHITECTURES
+
+        if name not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {name!r}; registered: {', '.join(sorted(ARCHITECTURES))}")
+        return name
+
+    def architecture_values(self) -> dict:
+        """The keys that configure the architecture itself, with unset ones left out."""
+        meta = {"architecture", "preset", "dtype"}
+        return {k: v for k, v in self.model_dump().items() if k not in meta and v is not None}
+
+
+class TaskSection(Section):
+    # None: the architecture's natural objective (causal_lm for gpt, masked_lm for bert).
+    type: str | None = None
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
+    pad_to_multiple_of: int | None = Field(None, ge=1)
+
+    @field_validator("type")
+    @classmethod
+    def known_task(cls, name: str | None) -> str | None:
+        from model_foundry.tasks import TASKS
+
+        if name is not None and name not in TASKS:
+            raise ValueError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
+        return name
+
+
+class TrainingSection(Section):
+    max_steps: int | None = Field(None, ge=1, validation_alias=alias("max_steps", "max_iters"))
+    epochs: float | None = Field(None, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(3e-4, gt=0.0, validation_alias=alias("learning_rate", "lr"))
+    min_lr: float | None = Field(None, ge=0.0)
+    warmup_steps: int | None = Field(None, ge=0, validation_alias=alias("warmup_steps", "warmup_iters"))
+    warmup_ratio: float | None = Field(None, ge=0.0, lt=1.0)
+    lr_schedule: Literal["cosine", "linear", "constant", "warmup_only"] = "cosine"
+    weight_decay: float = Field(0.1, ge=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(1.0, ge=0.0)
+    eval_interval: int = Field(200, ge=1)
+    eval_iters: int | None = Field(None, ge=1)
+    log_interval: int = Field(10, ge=1)
+    save_interval: int | None = Field(None, ge=1)
+    keep_last_n: int = Field(2, ge=0)
+    best_metric: str | None = None
+    early_stopping_patience: int | None = Field(None, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    compile: bool = False
+    resume: bool = False
+    resume_from: str | None = None
+    strict: bool = True
+    load_only_model_state: bool = False
+
+    @model_validator(mode="after")
+    def one_warmup(self) -> "TrainingSection":
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("set either warmup_steps or warmup_ratio, not both")
+        return self
+
+
+class LoggingSection(Section):
+    csv: bool = True
+    tensorboard: bool = False
+    wandb: bool = False
+    # W&B without an account or network: "offline" writes a local run that `wandb sync` uploads.
+    wandb_mode: Literal["online", "offline"] = "offline"
+    project: str = "model-foundry"
+
+
+class FoundryConfig(Section):
+    experiment: ExperimentSection = ExperimentSection()
+    tokenizer: TokenizerSection = TokenizerSection()
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    task: TaskSection = TaskSection()
+    training: TrainingSection = TrainingSection()
+    logging: LoggingSection = LoggingSection()

@@ -1,0 +1,1 @@
+"""Inference: loading trained runs for evaluation, prediction and generation."""

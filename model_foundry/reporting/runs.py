@@ -1,0 +1,64 @@
+"""`foundry runs`: one row per finished run, read from its results.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "val loss", "val ppl", "best", "test")
+
+
+def find_results(root: Path) -> list[Path]:
+    return sorted(root.rglob("results.json"))
+
+
+def run_row(results_path: Path, root: Path) -> dict[str, str]:
+    """The table row of one run; the 'best' and 'test' cells show the task's headline metric."""
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    run_dir = results_path.parent
+    resolved = run_dir / "resolved_config.yaml"
+    config = yaml.safe_load(resolved.read_text(encoding="utf-8")) if resolved.is_file() else {}
+    val, test, run = results.get("val", {}), results.get("test", {}), results.get("run", {})
+    return {
+        "run": str(run_dir.relative_to(root)) if run_dir.is_relative_to(root) else str(run_dir),
+        "task": results.get("task", "?"),
+        "arch": (config.get("model") or {}).get("architecture", "?"),
+        "params": human_count(run.get("params")),
+        "steps": str(run.get("steps", "")),
+        "tokens": human_count(run.get("tokens")),
+        "tok/s": f"{run['tokens_per_sec']:,.0f}" if run.get("tokens_per_sec") else "",
+        "val loss": number(val.get("loss")),
+        "val ppl": number(val.get("perplexity"), 2),
+        "best": f"step {results.get('best_step')} ({results.get('checkpoint')})",
+        "test": headline(test),
+    }
+
+
+def headline(metrics: dict) -> str:
+    for key in ("accuracy", "token_accuracy", "pearson", "mlm_accuracy", "loss"):
+        if key in metrics:
+            return f"{key} {metrics[key]:.4f}"
+    return ""
+
+
+def number(value, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def human_count(value) -> str:
+    if value is None:
+        return ""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= size:
+            return f"{value / size:.2f}{unit}"
+    return str(value)
+
+
+def format_table(rows: list[dict[str, str]], columns: tuple[str, ...] = COLUMNS) -> str:
+    """A plain fixed-width table (columns that are empty in every row are left out)."""
+    shown = [c for c in columns if any(row.get(c) for row in rows)]
+    widths = {c: max(len(c), *(len(row.get(c, "")) for row in rows)) for c in shown}
+    lines = ["  ".join(c.ljust(widths[c]) for c in shown), "  ".join("-" * widths[c] for c in shown)]
+    lines += ["  ".join(row.get(c, "").ljust(widths[c]) for c in shown) for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,6 @@
+"""Tasks: each objective (causal LM, masked LM, ...) as one file registered under its `task.type`."""
+from model_foundry.tasks import language_modeling  # noqa: F401  (registers causal_lm, masked_lm)
+from model_foundry.tasks.base import DatasetSplits, Task, metric_is_maximised
+from model_foundry.tasks.registry import TASKS, build_task, get_task, register_task
+
+__all__ = ["TASKS", "DatasetSplits", "Task", "build_task", "get_task", "metric_is_maximised", "register_task"]

@@ -1,0 +1,76 @@
+"""What a task is: the piece that turns a backbone and data into a training objective.
+
+A task decides the datasets, the collator, the model (backbone plus head) and the metrics. The
+trainer knows nothing else about it: it feeds batches, minimises `model(**batch).loss`, and asks
+the task to evaluate.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from model_foundry.config.schema import FoundryConfig
+
+# Metrics where larger is better; every other metric is minimised when choosing the best checkpoint.
+MAXIMISED_METRICS = {"accuracy", "f1_macro", "f1_micro", "token_accuracy", "entity_f1", "pearson",
+                     "spearman", "mlm_accuracy"}
+
+
+@dataclass
+class DatasetSplits:
+    train: Dataset
+    val: Dataset | None = None
+    test: Dataset | None = None
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    metric_names: ClassVar[tuple[str, ...]]
+    default_best_metric: ClassVar[str] = "loss"
+
+    def __init__(self, config: FoundryConfig, tokenizer):
+        self.config = config
+        self.tokenizer = tokenizer
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A fresh model for this task (weights from a checkpoint are loaded by the caller)."""
+
+    @abstractmethod
+    def build_datasets(self, cache_dir: Path, max_length: int) -> DatasetSplits:
+        """Train, val and test datasets from the config's data section, rows at most `max_length` long."""
+
+    @abstractmethod
+    def collator(self) -> Callable:
+        """`collate(items, generator) -> batch`, the batch a dict of tensors the model takes."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, batches: Iterable[dict],
+                 autocast: AbstractContextManager) -> dict[str, float]:
+        """Metrics over `batches` (already on the model's device), with `metric_names` as keys."""
+
+    def count_targets(self, batch: dict) -> int:
+        """How many targets a batch holds; gradient accumulation weighs micro-batches by it."""
+        return int((batch["labels"] != -100).sum())
+
+
+def metric_is_maximised(name: str) -> bool:
+    return name in MAXIMISED_METRICS
+
+
+def language_model_metrics(loss: float) -> dict[str, float]:
+    """Loss-derived metrics shared by every language-modelling objective."""
+    return {"loss": loss, "perplexity": math.exp(min(loss, 80.0)), "bits_per_token": loss / math.log(2)}
+
+
+def move_to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

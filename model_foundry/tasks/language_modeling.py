@@ -1,0 +1,143 @@
+"""Pretraining objectives: causal LM (predict the next token) and masked LM (BERT's cloze).
+
+Both read a corpus tokenized once into a memory-mapped token file and cut it into packed windows
+of `block_size` tokens, so no compute is spent on padding. The seed-001 `.pt` format (padded rows
+with a True = PAD mask) is also accepted: its rows are unpadded on the fly, and the collator pads
+each batch only to its longest real row.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from model_foundry.data import (CausalLMCollator, CausalWindows, MaskedLMCollator, MaskedWindows,
+                                guess_format, load_tensor_file, resolve_paths, split_train_val,
+                                tokenize_to_cache)
+from model_foundry.errors import UserError
+from model_foundry.models import create_model
+from model_foundry.tasks.base import DatasetSplits, Task, language_model_metrics
+from model_foundry.tasks.registry import register_task
+
+
+class LanguageModelingTask(Task):
+    """What causal and masked LM share: data preparation, model creation, loss-based metrics."""
+
+    causal: bool
+
+    def build_model(self) -> nn.Module:
+        model_cfg = self.config.model
+        return create_model(model_cfg.architecture, preset=model_cfg.preset,
+                            vocab_size=self.tokenizer.vocab_size, pad_token_id=self.tokenizer.pad_id,
+                            **model_cfg.architecture_values())
+
+    def build_datasets(self, cache_dir: Path, max_length: int) -> DatasetSplits:
+        data = self.config.data
+        if data.train.path is None:
+            raise UserError("data.train.path is not set: a pretraining run needs a training corpus "
+                            "(a text, jsonl, csv or .pt file, a glob, or a list of files).")
+        block = max_length
+        train_paths = resolve_paths(data.train.path, "data.train.path")
+        fmt = data.format or guess_format(train_paths[0])
+        if fmt == "pt":
+            return DatasetSplits(*(self.tensor_split(getattr(data, s).path, f"data.{s}.path", block)
+                                   for s in ("train", "val", "test")))
+        train_tokens = self.token_file(train_paths, fmt, cache_dir)
+        if data.val.path is not None:
+            train = self.windows(train_tokens.array(), range(train_tokens.num_tokens), block)
+            val = self.windows_from(data.val.path, "data.val.path", fmt, cache_dir, block)
+        else:
+            train_span, val_span = split_train_val(train_tokens.num_tokens, data.val_fraction)
+            train = self.windows(train_tokens.array(), train_span, block)
+            val = self.windows(train_tokens.array(), val_span, block) if len(val_span) > block + 1 else None
+        test = self.windows_from(data.test.path, "data.test.path", fmt, cache_dir, block)
+        return DatasetSplits(train, val, test)
+
+    def token_file(self, paths: list[Path], fmt: str, cache_dir: Path):
+        return tokenize_to_cache(paths, self.tokenizer, cache_dir, fmt=fmt,
+                                 text_column=self.config.data.text_column, separator_id=self.tokenizer.eos_id)
+
+    def windows_from(self, spec, key: str, fmt: str, cache_dir: Path, block: int) -> Dataset | None:
+        if spec is None:
+            return None
+        tokens = self.token_file(resolve_paths(spec, key), fmt, cache_dir)
+        return self.windows(tokens.array(), range(tokens.num_tokens), block)
+
+    def windows(self, tokens, span: range, block: int) -> Dataset:
+        if self.causal:
+            return CausalWindows(tokens, span, block)
+        return MaskedWindows(tokens, span, block, self.tokenizer.cls_id)
+
+    def tensor_split(self, spec, key: str, block: int) -> Dataset | None:
+        if spec is None:
+            return None
+        datasets = [load_tensor_file(p) for p in resolve_paths(spec, key)]
+        return UnpaddedRows(torch.utils.data.ConcatDataset(datasets), max_length=block, causal=self.causal)
+
+    def evaluate(self, model: nn.Module, batches: Iterable[dict],
+                 autocast: AbstractContextManager) -> dict[str, float]:
+        total_loss, total_targets, correct = 0.0, 0, 0
+        for batch in batches:
+            with autocast:
+                output = model(**batch)
+            targets = batch["labels"] != -100
+            count = int(targets.sum())
+            total_loss += float(output.loss.float()) * count
+            total_targets += count
+            if not self.causal:
+                correct += int((output.logits.argmax(-1)[targets] == batch["labels"][targets]).sum())
+        if total_targets == 0:
+            raise UserError("The evaluation split has no targets to score; give it more text or lower "
+                            "training.eval_iters / model.block_size.")
+        metrics = language_model_metrics(total_loss / total_targets)
+        if not self.causal:
+            metrics["mlm_accuracy"] = correct / total_targets
+        return metrics
+
+
+@register_task("causal_lm")
+class CausalLMTask(LanguageModelingTask):
+    causal = True
+    metric_names = ("loss", "perplexity", "bits_per_token")
+
+    def collator(self):
+        return CausalLMCollator(pad_id=self.tokenizer.pad_id,
+                                pad_to_multiple_of=self.config.task.pad_to_multiple_of)
+
+
+@register_task("masked_lm")
+class MaskedLMTask(LanguageModelingTask):
+    causal = False
+    metric_names = ("loss", "perplexity", "bits_per_token", "mlm_accuracy")
+
+    def collator(self):
+        tok = self.tokenizer
+        return MaskedLMCollator(pad_id=tok.pad_id, mask_id=tok.mask_id, vocab_size=tok.vocab_size,
+                                special_ids=tok.special_ids, mlm_probability=self.config.task.mlm_probability,
+                                pad_to_multiple_of=self.config.task.pad_to_multiple_of)
+
+
+class UnpaddedRows(Dataset):
+    """Rows of a seed-001 `.pt` dataset with their padding removed and capped to `max_length`.
+
+    Causal rows become (tokens[:-1], tokens[1:]) pairs; masked rows keep their ids, and the
+    collator masks them. The collator then pads a batch to its longest real row only.
+    """
+
+    def __init__(self, rows: Dataset, max_length: int, causal: bool):
+        self.rows, self.max_length, self.causal = rows, max_length, causal
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        ids = row["input_ids"][row["attention_mask"].bool()]
+        if self.causal:
+            ids = ids[: self.max_length + 1]
+            return {"input_ids": ids[:-1], "labels": ids[1:]}
+        return {"input_ids": ids[: self.max_length]}

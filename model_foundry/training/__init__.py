@@ -1,0 +1,1 @@
+"""Training: the loop, optimizer, schedules, precision, checkpoints, and the `train()` entry point."""

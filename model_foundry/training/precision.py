@@ -1,0 +1,55 @@
+"""Device and numeric precision: `auto` picks what the hardware does well."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from model_foundry.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` prefers CUDA, then Apple's MPS, then the CPU; asking for a missing device is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[name]:
+        raise UserError(f"training.device is {name!r} but this machine has no {name.upper()} device; "
+                        "use device: auto or cpu.")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 only pays on CPUs with AVX512-BF16 or AMX; elsewhere it is emulated and slower than fp32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto`: bf16 on GPUs and CPUs that support it natively, fp32 elsewhere."""
+    if name != "auto":
+        if name == "fp16" and device.type == "cpu":
+            raise UserError("training.precision fp16 needs a GPU (CPU autocast supports bf16); "
+                            "use precision: bf16 or auto.")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for a forward pass (a no-op in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling is needed for fp16 only; a disabled scaler keeps the loop uniform."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -1,0 +1,48 @@
+"""Progress display: a tqdm bar with loss, tokens/s and ETA on a terminal, plain log lines elsewhere."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total_steps: int, start_step: int, label: str):
+        self.total = total_steps
+        self.interactive = sys.stderr.isatty()
+        self.started = time.perf_counter()
+        self.start_step = start_step
+        self.bar = None
+        if self.interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=label, unit="step",
+                            dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, step: int, loss: float, tokens_per_sec: float, lr: float) -> None:
+        """Called at each log interval with the current step and the latest numbers."""
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_sec:,.0f}", lr=f"{lr:.2e}")
+            return
+        done = step - self.start_step
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / done * (self.total - step) if done else 0.0
+        print(f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s | "
+              f"eta {format_seconds(eta)}", file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

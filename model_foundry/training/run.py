@@ -1,0 +1,216 @@
+"""`train()`: everything `foundry train` does, from a config to a finished run directory.
+
+config -> run directory -> tokenizer -> task (model, data) -> trainer -> results.json and plots.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model_foundry.config import FoundryConfig, load_config
+from model_foundry.config.experiments import run_directory
+from model_foundry.config.loading import save_yaml
+from model_foundry.errors import UserError
+from model_foundry.tasks import build_task
+from model_foundry.tokenizer import FoundryTokenizer, train_tokenizer
+from model_foundry.training import checkpoints as ckpt
+from model_foundry.training.metrics_log import MetricsLogger
+from model_foundry.training.results import write_results, write_run_info
+from model_foundry.training.trainer import Trainer
+from model_foundry.training.weights import load_weights
+
+
+def train(config_or_path: str | Path | dict | FoundryConfig, overrides: dict[str, Any] | list[str] | None = None,
+          out: str | Path | None = None, mode: str | None = None) -> dict:
+    """Run a training job and return its results dict (the content of results.json)."""
+    return run_training(config_or_path, overrides, out, mode)[0]
+
+
+def run_training(config_or_path: str | Path | dict | FoundryConfig,
+                 overrides: dict[str, Any] | list[str] | None = None, out: str | Path | None = None,
+                 mode: str | None = None) -> tuple[dict, Path]:
+    """`train`, also returning the run directory (the CLI prints it)."""
+    override_map = dict(overrides) if isinstance(overrides, dict) else list(overrides or [])
+    if mode is not None:
+        override_map = add_override(override_map, "experiment.kind", mode)
+    loaded = load_config(config_or_path, override_map)
+    run_dir = run_directory(loaded.config, out)
+    config = absolute_paths(loaded.config)
+    prepare_run_directory(run_dir, config, loaded.path)
+    run_info = write_run_info(run_dir, config, started=True)
+    seed_everything(config.experiment.seed)
+
+    trainer = build_trainer(config, run_dir)
+    logging_cfg = config.logging
+    logger = MetricsLogger(run_dir, csv_enabled=logging_cfg.csv, tensorboard=logging_cfg.tensorboard,
+                           wandb=logging_cfg.wandb, wandb_mode=logging_cfg.wandb_mode,
+                           project=logging_cfg.project, run_name=config.experiment.name,
+                           config=config.model_dump(mode="json"))
+    logger.resume_at(trainer.counters.step)
+    try:
+        if trainer.counters.step < trainer.total_steps:
+            trainer.fit(logger, label=config.experiment.name)
+        else:
+            print(f"max_steps ({trainer.total_steps}) already reached: evaluating only.", file=sys.stderr)
+        results = write_results(trainer, logger)
+    finally:
+        logger.close()
+    run_info["hardware"].update(device=str(trainer.device), precision=trainer.precision)
+    write_run_info(run_dir, config, started=False, previous=run_info)
+    plot_run_quietly(run_dir)
+    return results, run_dir
+
+
+def build_trainer(config: FoundryConfig, run_dir: Path) -> Trainer:
+    """Tokenizer, task, model and data for a run, with its checkpoint restored when resuming."""
+    tokenizer = obtain_tokenizer(config, run_dir)
+    task = build_task(config, tokenizer)
+    model = task.build_model()
+    splits = task.build_datasets(cache_directory(config), model.config.block_size)
+    start_from = checkpoint_to_start_from(config, run_dir)
+    if start_from is not None:
+        load_weights(model, start_from.path, strict=config.training.strict)
+    trainer = Trainer(config, model, task, splits, run_dir)
+    if start_from is not None and start_from.full_state:
+        trainer.load_state_dict(ckpt.load_trainer_state(start_from.path))
+        print(f"Resuming at step {trainer.counters.step} from {start_from.path}.", file=sys.stderr)
+    return trainer
+
+
+def add_override(overrides: dict | list, key: str, value: str) -> dict | list:
+    if isinstance(overrides, dict):
+        return {key: value, **overrides}
+    return [f"{key}={value}", *overrides]
+
+
+def absolute_paths(config: FoundryConfig) -> FoundryConfig:
+    """A copy with every path made absolute against the working directory (for resolved_config.yaml)."""
+    def absolute(value):
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [absolute(v) for v in value]
+        return str(Path(value).expanduser().absolute())
+
+    config = config.model_copy(deep=True)
+    config.experiment.output_dir = absolute(config.experiment.output_dir)
+    config.tokenizer.path = absolute(config.tokenizer.path)
+    for split in (config.data.train, config.data.val, config.data.test):
+        split.path = absolute(split.path)
+    config.data.cache_dir = absolute(config.data.cache_dir)
+    config.training.resume_from = absolute(config.training.resume_from)
+    return config
+
+
+def prepare_run_directory(run_dir: Path, config: FoundryConfig, config_path: Path | None) -> None:
+    """Refuse to overwrite a run's checkpoints unless resuming; copy the user's config in."""
+    checkpoint_root = run_dir / "checkpoints"
+    ckpt.recover(checkpoint_root / "last")
+    has_checkpoints = checkpoint_root.is_dir() and any(ckpt.is_checkpoint(p) for p in checkpoint_root.iterdir())
+    if has_checkpoints and not config.training.resume:
+        raise UserError(f"Run directory {run_dir} already holds checkpoints. To continue that run, pass "
+                        "--set training.resume=true; to start a new one, choose another experiment.name or "
+                        "--out. Nothing was changed.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    user_config = run_dir / "config.yaml"
+    if config_path is not None and not user_config.exists():
+        shutil.copyfile(config_path, user_config)
+    save_yaml(config.model_dump(mode="json"), run_dir / "resolved_config.yaml")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def obtain_tokenizer(config: FoundryConfig, run_dir: Path) -> FoundryTokenizer:
+    """The run's tokenizer: the one configured, the one a resumed run already has, or a new one.
+
+    A new tokenizer is trained on the training files and saved in the run directory.
+    """
+    own = run_dir / "tokenizer"
+    tok_cfg = config.tokenizer
+    if tok_cfg.path is not None:
+        tokenizer = FoundryTokenizer.load(tok_cfg.path)
+    elif (own / "tokenizer.json").is_file():
+        tokenizer = FoundryTokenizer.load(own)
+    elif config.training.resume_from and (source := source_run_tokenizer(config.training.resume_from)):
+        tokenizer = FoundryTokenizer.load(source)
+    else:
+        tokenizer = train_new_tokenizer(config)
+    if not (own / "tokenizer.json").is_file():
+        tokenizer.save(own)
+    return tokenizer
+
+
+def source_run_tokenizer(resume_from: str) -> Path | None:
+    """The tokenizer of the run a `resume_from` checkpoint belongs to, so the vocabulary matches."""
+    checkpoint = ckpt.resolve_checkpoint(resume_from, "training.resume_from")
+    for candidate in (checkpoint.parent.parent / "tokenizer", checkpoint.parent / "tokenizer"):
+        if (candidate / "tokenizer.json").is_file():
+            return candidate
+    return None
+
+
+def train_new_tokenizer(config: FoundryConfig) -> FoundryTokenizer:
+    from model_foundry.data import guess_format, iter_texts, resolve_paths
+
+    data = config.data
+    if data.train.path is None:
+        raise UserError("Neither tokenizer.path nor data.train.path is set, so there is no tokenizer and "
+                        "nothing to train one on; set one of them.")
+    paths = resolve_paths(data.train.path, "data.train.path")
+    fmt = data.format or guess_format(paths[0])
+    if fmt == "pt":
+        raise UserError("data.train.path holds already tokenized .pt tensors; set tokenizer.path to the "
+                        "tokenizer that made them.")
+    tok = config.tokenizer
+    print(f"Training a {tok.type} tokenizer (vocab {tok.vocab_size}) on {len(paths)} file(s)...", file=sys.stderr)
+    if fmt == "text":
+        return train_tokenizer(tok.type, tok.vocab_size, files=paths, min_frequency=tok.min_frequency,
+                               lowercase=tok.lowercase)
+    texts = (text for path in paths for text in iter_texts(path, fmt, data.text_column))
+    return train_tokenizer(tok.type, tok.vocab_size, texts=texts, min_frequency=tok.min_frequency,
+                           lowercase=tok.lowercase)
+
+
+def cache_directory(config: FoundryConfig) -> Path:
+    if config.data.cache_dir:
+        return Path(config.data.cache_dir)
+    return Path(config.experiment.output_dir) / ".cache" / "tokens"
+
+
+class StartPoint:
+    def __init__(self, path: Path, full_state: bool):
+        self.path, self.full_state = path, full_state
+
+
+def checkpoint_to_start_from(config: FoundryConfig, run_dir: Path) -> StartPoint | None:
+    """`resume: true` continues this run's `last`; else `resume_from` starts from another checkpoint."""
+    training = config.training
+    last = run_dir / "checkpoints" / "last"
+    if training.resume:
+        if ckpt.is_checkpoint(last):
+            return StartPoint(last, full_state=True)
+        print(f"training.resume is true but {last} does not exist yet: starting fresh.", file=sys.stderr)
+    if training.resume_from:
+        source = ckpt.resolve_checkpoint(training.resume_from, "training.resume_from")
+        return StartPoint(source, full_state=not training.load_only_model_state)
+    return None
+
+
+def plot_run_quietly(run_dir: Path) -> None:
+    """Curves for the run; a plotting problem must not fail a finished training run."""
+    from model_foundry.reporting.plots import plot_runs
+
+    try:
+        plot_runs([run_dir], run_dir / "plots" / "loss.png")
+    except Exception as exc:  # plotting is a convenience; the run's results are already written
+        print(f"Could not write plots: {exc}", file=sys.stderr)

@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests that read ../shared/data skip cleanly when it is absent."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data sets beside the clone; skips the test when they are not there."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    """A small, repetitive English text file: enough for a tokenizer and a loss that falls."""
+    lines = [
+        "the cat sat on the mat and the dog sat on the log .",
+        "a bird sang in the tree while the sun rose over the hill .",
+        "she sells sea shells by the sea shore every summer morning .",
+        "to be or not to be , that is the question we ask .",
+    ]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines * 40) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_config(corpus: Path, out_root: Path, arch: str = "gpt", **sections) -> dict:
+    """A config for a seconds-long run: char tokenizer, a two-layer model, a few dozen steps."""
+    config = {
+        "experiment": {"name": f"tiny_{arch}", "seed": 7, "output_dir": str(out_root)},
+        "tokenizer": {"type": "char", "vocab_size": 64},
+        "data": {"train": {"path": str(corpus)}, "val_fraction": 0.1},
+        "model": {"architecture": arch, "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32},
+        "training": {"max_steps": 30, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 3,
+                     "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "device": "cpu"},
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    return config
+
+
+@pytest.fixture
+def make_config(tiny_corpus: Path, tmp_path: Path):
+    """Build a tiny run config: make_config(arch="bert", training={...})."""
+    def build(arch: str = "gpt", **sections) -> dict:
+        return tiny_config(tiny_corpus, tmp_path / "experiments", arch, **sections)
+    return build

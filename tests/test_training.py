@@ -1,0 +1,160 @@
+"""The training loop end to end on tiny runs, and its parts: schedules, groups, accumulation, logs."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+import model_foundry
+from model_foundry.config import load_config
+from model_foundry.errors import UserError
+from model_foundry.training.metrics_log import CsvLog
+from model_foundry.training.optimizer import build_optimizer, parameter_groups
+from model_foundry.training.precision import cpu_has_native_bf16, resolve_precision
+from model_foundry.training.run import absolute_paths, build_trainer
+from model_foundry.training.schedules import make_schedule
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("arch", ["gpt", "bert"])
+def test_loss_falls_and_run_directory_is_complete(make_config, tmp_path, arch):
+    config = make_config(arch, training={"max_steps": 60, "eval_interval": 20})
+    results = model_foundry.train(config)
+    run_dir = tmp_path / "experiments" / "pretraining" / f"tiny_{arch}"
+    rows = read_rows(run_dir / "metrics" / "train.csv")
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert last < 0.7 * first, (first, last)
+    assert results["val"]["loss"] < 0.8 * math.log(35)  # the corpus has ~30 characters + 5 specials
+    assert set(rows[0]) >= {"step", "loss", "lr", "lr_decay", "lr_no_decay", "tokens_per_sec", "elapsed_s"}
+    evals = read_rows(run_dir / "metrics" / "eval.csv")
+    assert [int(r["step"]) for r in evals] == [20, 40, 60] and {r["split"] for r in evals} == {"val"}
+    for name in ("last", "best"):
+        for file in ("model.safetensors", "model_config.json", "trainer_state.pt"):
+            assert (run_dir / "checkpoints" / name / file).is_file()
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert results["format_version"] == 1 and results["checkpoint"] == "best"
+    assert results["task"] == ("causal_lm" if arch == "gpt" else "masked_lm")
+    assert set(results["run"]) == {"params", "trainable_params", "steps", "tokens", "tokens_per_sec", "wall_s"}
+    assert results["run"]["steps"] == 60 and results["run"]["tokens"] > 0
+    expected = {"loss", "perplexity", "bits_per_token"} | ({"mlm_accuracy"} if arch == "bert" else set())
+    assert set(results["val"]) == expected
+    assert results["val"]["perplexity"] == pytest.approx(math.exp(results["val"]["loss"]))
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert run_info["end_time"] and run_info["packages"]["torch"] and run_info["hardware"]["precision"]
+    resolved = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
+    assert resolved["data"]["train"]["path"].startswith("/") and resolved["model"]["n_layer"] == 2
+    assert (run_dir / "tokenizer" / "tokenizer.json").is_file()
+    assert (run_dir / "plots" / "loss.png").stat().st_size > 1000
+
+
+def test_existing_checkpoints_are_refused_then_resume_only_reevaluates(make_config, tmp_path):
+    config = make_config(training={"max_steps": 10})
+    first = model_foundry.train(config)
+    run_dir = tmp_path / "experiments" / "pretraining" / "tiny_gpt"
+    before = (run_dir / "checkpoints" / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(UserError, match="already holds checkpoints"):
+        model_foundry.train(config)
+    again = model_foundry.train(config, overrides={"training.resume": True})
+    assert again["run"]["steps"] == first["run"]["steps"] == 10
+    assert again["val"] == pytest.approx(first["val"])
+    assert (run_dir / "checkpoints" / "last" / "model.safetensors").read_bytes() == before
+
+
+def test_resume_without_checkpoint_starts_fresh(make_config, tmp_path, capsys):
+    results = model_foundry.train(make_config(training={"max_steps": 5, "resume": True}))
+    assert results["run"]["steps"] == 5
+    assert "starting fresh" in capsys.readouterr().err
+
+
+def test_resume_from_other_run_weights_only(make_config, tmp_path):
+    model_foundry.train(make_config(training={"max_steps": 10}))
+    source = tmp_path / "experiments" / "pretraining" / "tiny_gpt"
+    config = make_config(experiment={"name": "continued"},
+                         training={"max_steps": 5, "resume_from": str(source), "load_only_model_state": True})
+    results = model_foundry.train(config)
+    assert results["run"]["steps"] == 5  # weights only: the step counter starts again
+
+
+def test_accumulation_normalises_by_real_targets(make_config, tmp_path):
+    """Two micro-batches with 3 and 40 targets give the gradient of one batch of 43 targets."""
+    config = absolute_paths(load_config(make_config(training={"gradient_accumulation_steps": 2, "precision": "fp32"})).config)
+    trainer = build_trainer(config, tmp_path / "run")
+    torch.manual_seed(0)
+    ids = torch.randint(5, 40, (4, 16))
+    labels = torch.randint(5, 40, (4, 16))
+    short = labels.clone()
+    short[:2, 3:] = -100
+    short[0, :] = -100
+    micro = [{"input_ids": ids[:2], "labels": short[:2]}, {"input_ids": ids[2:], "labels": short[2:]}]
+    assert [trainer.task.count_targets(b) for b in micro] == [3, 32]
+    trainer.accumulate_gradients(micro)
+    accumulated = [p.grad.clone() for p in trainer.model.parameters()]
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.model(input_ids=ids, labels=short).loss.backward()
+    for got, want in zip(accumulated, (p.grad for p in trainer.model.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_cosine_schedule_with_warmup():
+    schedule = make_schedule("cosine", 1e-3, 1e-4, total_steps=110, warmup_steps=10, warmup_ratio=None)
+    assert schedule.lr_at(0) == pytest.approx(1e-4)
+    assert schedule.lr_at(9) == pytest.approx(1e-3)
+    assert schedule.lr_at(60) == pytest.approx(0.5 * (1e-3 + 1e-4))
+    assert schedule.lr_at(110) == pytest.approx(1e-4)
+    linear = make_schedule("linear", 1.0, 0.0, total_steps=100, warmup_steps=None, warmup_ratio=0.1)
+    assert linear.warmup_steps == 10 and linear.lr_at(55) == pytest.approx(0.5)
+    for kind in ("constant", "warmup_only"):
+        flat = make_schedule(kind, 2.0, None, total_steps=50, warmup_steps=5, warmup_ratio=None)
+        assert flat.lr_at(2) == pytest.approx(1.2) and flat.lr_at(49) == 2.0
+    assert make_schedule("cosine", 1.0, None, 10, 0, None).min_lr == pytest.approx(0.1)
+
+
+def test_schedule_keeps_group_ratios_and_groups_skip_decay():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    groups = parameter_groups(model, weight_decay=0.1)
+    by_name = {g["name"]: g for g in groups}
+    assert [p.shape for p in by_name["decay"]["params"]] == [torch.Size([4, 4])]
+    assert len(by_name["no_decay"]["params"]) == 4 and by_name["no_decay"]["weight_decay"] == 0.0
+    by_name["no_decay"]["lr_scale"] = 0.5
+    optimizer = build_optimizer(groups, 1.0, (0.9, 0.95), torch.device("cpu"))
+    make_schedule("cosine", 1.0, 0.0, 10, 0, None).apply(optimizer, 5)
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["no_decay"] == pytest.approx(0.5 * lrs["decay"])
+
+
+def test_precision_auto_and_refusals():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(UserError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", cpu)
+
+
+def test_csv_log_truncates_rows_after_resumed_step(tmp_path):
+    log = CsvLog(tmp_path / "train.csv")
+    for step in (5, 10, 15):
+        log.append({"step": step, "loss": 1.0 / step})
+    log.truncate_after(10)
+    assert [r["step"] for r in read_rows(tmp_path / "train.csv")] == ["5", "10"]
+    CsvLog(tmp_path / "train.csv").append({"step": 15, "loss": 0.5})
+    assert [r["step"] for r in read_rows(tmp_path / "train.csv")] == ["5", "10", "15"]
+
+
+def test_best_metric_must_be_reported_by_task(make_config, tmp_path):
+    with pytest.raises(UserError, match="best_metric 'accuracy'"):
+        model_foundry.train(make_config(training={"best_metric": "accuracy"}))
+
+
+def test_missing_training_file_names_the_key(make_config, tmp_path):
+    config = make_config(data={"train": {"path": str(tmp_path / "missing_*.txt")}})
+    with pytest.raises(UserError, match="data.train.path"):
+        model_foundry.train(config)
