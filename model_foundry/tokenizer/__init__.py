@@ -1,0 +1,15 @@
+"""Tokenizers: train one of four kinds on a corpus, save it as tokenizer.json, load it back.
+
+    tok = train_tokenizer("bpe", 8000, files=["corpus.txt"])
+    tok.save("run/tokenizer")            # -> run/tokenizer/tokenizer.json
+    tok = FoundryTokenizer.load("run/tokenizer")
+    tok.encode("hello")                  # raw ids, no special tokens
+    tok.encode_for_model("a", "b")       # [cls] a [sep] b [sep]
+
+Every kind reserves ids 0..4 for pad, unk, cls (= bos), sep (= eos) and mask.
+"""
+from model_foundry.tokenizer.foundry_tokenizer import FoundryTokenizer
+from model_foundry.tokenizer.kinds import TOKENIZER_TYPES
+from model_foundry.tokenizer.training import train_tokenizer
+
+__all__ = ["FoundryTokenizer", "TOKENIZER_TYPES", "train_tokenizer"]
