@@ -1,0 +1,107 @@
+"""An endless, exactly resumable stream of batches, sharded by rank for data-parallel training.
+
+Everything random is a pure function of (seed, epoch, batch index, rank): the order of an epoch is
+a permutation drawn from a generator seeded by (seed, epoch), and each batch's collator gets a
+generator seeded by (seed, epoch, batch index, rank). So the stream's whole position is two
+integers, and resuming jumps straight there instead of replaying the batches before it. The global
+RNG is never touched, so the model's dropout does not shift the data and vice versa.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.data import Dataset
+
+from model_foundry.errors import UserError
+
+Collate = Callable[..., dict[str, torch.Tensor]]
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers; unlike `hash()` it is the same in every process."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def seeded_generator(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(mix_seed(*parts))
+
+
+class BatchStream:
+    """Collated batches of `dataset`, epoch after epoch, forever.
+
+    With `world_size` > 1 each rank reads a disjoint, strided slice of every epoch's permutation
+    (ranks get equal numbers of batches when `drop_last`, as data-parallel training needs).
+    `epoch` and `batch_index` name the next batch to be produced.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, collate: Collate, *, seed: int, shuffle: bool = True,
+                 drop_last: bool = True, rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise UserError(f"training.batch_size must be at least 1, got {batch_size}.")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}.")
+        self.dataset, self.batch_size, self.collate = dataset, batch_size, collate
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.num_items = len(dataset)
+        self.items_per_rank = self.num_items // world_size if drop_last else -(-(self.num_items - rank) // world_size)
+        if drop_last:
+            self.batches_per_epoch = self.items_per_rank // batch_size
+        else:
+            self.batches_per_epoch = -(-self.items_per_rank // batch_size)
+        if self.batches_per_epoch == 0:
+            raise UserError(self.too_small_message())
+        self.epoch, self.batch_index = 0, 0
+        self.order_epoch, self.order = -1, torch.empty(0, dtype=torch.int64)
+
+    def too_small_message(self) -> str:
+        per_rank = f" per rank ({self.world_size} ranks)" if self.world_size > 1 else ""
+        return (f"The dataset has {self.num_items} items (packed windows or rows), too few for one batch of "
+                f"{self.batch_size}{per_rank}; lower training.batch_size or model.block_size, or give more data.")
+
+    # ---- order -----------------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """This rank's item indices for `epoch`, in the order they are read."""
+        if self.order_epoch != epoch:
+            if self.shuffle:
+                permutation = torch.randperm(self.num_items, generator=seeded_generator(self.seed, epoch))
+            else:
+                permutation = torch.arange(self.num_items)
+            self.order = permutation[self.rank::self.world_size][:self.items_per_rank]
+            self.order_epoch = epoch
+        return self.order
+
+    def batch_at(self, epoch: int, batch_index: int) -> dict[str, torch.Tensor]:
+        indices = self.epoch_order(epoch)[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+        items = [self.dataset[int(i)] for i in indices]
+        return self.collate(items, generator=seeded_generator(self.seed, epoch, batch_index, self.rank))
+
+    # ---- iteration -------------------------------------------------------------------------------
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.batch_index >= self.batches_per_epoch:
+            self.epoch, self.batch_index = self.epoch + 1, 0
+        batch = self.batch_at(self.epoch, self.batch_index)
+        self.batch_index += 1
+        return batch
+
+    def one_pass(self) -> Iterator[dict[str, torch.Tensor]]:
+        """One epoch's batches in a fixed order (epoch 0), without moving the stream's position.
+
+        Every call yields the same batches (masking included), so evaluations are comparable.
+        """
+        for batch_index in range(self.batches_per_epoch):
+            yield self.batch_at(0, batch_index)
+
+    # ---- resume ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch_index": self.batch_index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a saved position: the epoch's permutation is recomputed, nothing replayed."""
+        self.epoch, self.batch_index = int(state["epoch"]), int(state["batch_index"])

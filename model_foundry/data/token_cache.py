@@ -1,0 +1,196 @@
+"""Tokenize a corpus once into a flat, memory-mapped file of token ids, cached by content hash.
+
+The cache key is a hash of everything that decides the ids: the bytes of every input file, the
+tokenizer (its full serialised form), the format, the text column and the separator. A second run
+on the same inputs maps the existing file at once; a changed file or tokenizer builds a new one.
+
+A build writes to a temporary file and renames it into place, and the metadata file (which marks
+the entry as complete) is written last, so a killed build never leaves a half file that looks done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from model_foundry.data.sources import iter_texts
+from model_foundry.errors import UserError
+
+# Bump when the layout of cached files or the way they are built changes: old entries then miss.
+CACHE_FORMAT_VERSION = 1
+HASH_BLOCK_BYTES = 1 << 20
+# encode_batch gets up to this many texts / characters at once: enough for the tokenizer's own
+# parallelism, bounded so memory stays flat however large the corpus.
+ENCODE_BATCH_TEXTS = 1024
+ENCODE_BATCH_CHARS = 8 << 20
+
+
+class TokenizerLike(Protocol):
+    """What the data pipeline needs from a tokenizer."""
+
+    vocab_size: int
+    pad_id: int | None
+    mask_id: int | None
+    eos_id: int | None
+    special_ids: Collection[int]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+
+@dataclass(frozen=True)
+class TokenFile:
+    """A flat file of token ids on disk; `array()` maps it read-only without loading it."""
+
+    path: Path
+    dtype: type
+    num_tokens: int
+
+    def array(self) -> np.memmap:
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
+
+
+def tokenize_to_cache(paths: Sequence[Path], tokenizer: TokenizerLike, cache_dir: str | Path, *, fmt: str,
+                      text_column: str = "text", separator_id: int | None = None) -> TokenFile:
+    """The token file of `paths` under `tokenizer`, built on the first call and reused after.
+
+    Documents are the rows of jsonl/csv/tsv files, the sentences of conllu files, and whole text
+    files (streamed in chunks of whole lines, joined without a separator). Each document is
+    followed by `separator_id` when it is not None, so files are separated too.
+    """
+    cache_dir = Path(cache_dir)
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    key = cache_key(paths, tokenizer, fmt, text_column, separator_id, dtype)
+    bin_path, meta_path = cache_dir / f"{key}.bin", cache_dir / f"{key}.json"
+    cached = read_cached(bin_path, meta_path, dtype)
+    if cached is not None:
+        return cached
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    print(f"Tokenizing {len(paths)} file(s) into {bin_path} (cached for later runs)...", file=sys.stderr)
+    tmp_path = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp_path, "wb") as out:
+            num_tokens = write_tokens(out, paths, tokenizer, fmt, text_column, separator_id, dtype)
+        if num_tokens == 0:
+            raise UserError(f"Tokenizing {', '.join(map(str, paths))} gave no tokens: the data is empty "
+                            f"(check data.format {fmt!r} and data.text_column {text_column!r}).")
+        os.replace(tmp_path, bin_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    metadata = {"format_version": CACHE_FORMAT_VERSION, "dtype": np.dtype(dtype).name, "num_tokens": num_tokens,
+                "files": [str(p) for p in paths], "format": fmt, "text_column": text_column,
+                "separator_id": separator_id}
+    write_json_atomically(meta_path, metadata)
+    return TokenFile(bin_path, dtype, num_tokens)
+
+
+def cache_key(paths: Sequence[Path], tokenizer: TokenizerLike, fmt: str, text_column: str,
+              separator_id: int | None, dtype: type) -> str:
+    parts = {"version": CACHE_FORMAT_VERSION, "files": [file_sha256(p) for p in paths],
+             "tokenizer": hashlib.sha256(tokenizer_identity(tokenizer).encode()).hexdigest(),
+             "format": fmt, "text_column": text_column, "separator_id": separator_id,
+             "dtype": np.dtype(dtype).name}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def file_sha256(path: Path) -> str:
+    """The hash of a file's bytes, read in blocks so any size fits in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_identity(tokenizer: TokenizerLike) -> str:
+    """A string that changes whenever the tokenizer would produce different ids.
+
+    The serialised `tokenizers` backend covers everything (model, normaliser, pre-tokeniser,
+    added tokens); without one, the vocabulary is the next best thing.
+    """
+    backend = getattr(tokenizer, "backend", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        return backend.to_str()
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    vocab = get_vocab() if callable(get_vocab) else getattr(tokenizer, "vocab", None)
+    if vocab is None:
+        raise TypeError(f"{type(tokenizer).__name__} exposes neither `backend.to_str()` nor a vocabulary, "
+                        "so its token cache could not tell it apart from another tokenizer.")
+    return json.dumps({"class": type(tokenizer).__qualname__, "vocab": vocab}, sort_keys=True, default=str)
+
+
+def read_cached(bin_path: Path, meta_path: Path, dtype: type) -> TokenFile | None:
+    """The cached entry when it is complete and consistent, else None (it will be rebuilt)."""
+    if not (meta_path.is_file() and bin_path.is_file()):
+        return None
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        num_tokens = int(metadata["num_tokens"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    expected_bytes = num_tokens * np.dtype(dtype).itemsize
+    if metadata.get("dtype") != np.dtype(dtype).name or bin_path.stat().st_size != expected_bytes:
+        return None
+    return TokenFile(bin_path, dtype, num_tokens)
+
+
+def write_tokens(out: BinaryIO, paths: Sequence[Path], tokenizer: TokenizerLike, fmt: str, text_column: str,
+                 separator_id: int | None, dtype: type) -> int:
+    """Append every document's ids (and separators) to `out`; returns how many tokens were written."""
+    separator = [] if separator_id is None else [separator_id]
+    written = 0
+    for path in paths:
+        texts = iter_texts(path, fmt, text_column)
+        for batch in batched_texts(texts):
+            encoded = tokenizer.encode_batch(batch)
+            if fmt == "text":  # chunks of one file continue each other: no separator between them
+                ids = [token for document in encoded for token in document]
+            else:
+                ids = [token for document in encoded for token in (*document, *separator)]
+            written += append_ids(out, ids, dtype, tokenizer.vocab_size)
+        if fmt == "text":
+            written += append_ids(out, separator, dtype, tokenizer.vocab_size)
+    return written
+
+
+def batched_texts(texts: Iterable[str]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    chars = 0
+    for text in texts:
+        batch.append(text)
+        chars += len(text)
+        if len(batch) >= ENCODE_BATCH_TEXTS or chars >= ENCODE_BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def append_ids(out: BinaryIO, ids: list[int], dtype: type, vocab_size: int) -> int:
+    array = np.asarray(ids, dtype=np.int64)
+    if array.size and (array.min() < 0 or array.max() >= vocab_size):
+        # A tokenizer bug, not the user's: ids outside the vocabulary would wrap around silently.
+        raise ValueError(f"The tokenizer produced ids outside [0, {vocab_size}): min {array.min()}, "
+                         f"max {array.max()}.")
+    out.write(array.astype(dtype).tobytes())
+    return int(array.size)
+
+
+def split_train_val(num_tokens: int, val_fraction: float) -> tuple[range, range]:
+    """The first (1 - val_fraction) of the token stream for training, the last val_fraction for val."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}.")
+    train_end = int(num_tokens * (1.0 - val_fraction))
+    return range(0, train_end), range(train_end, num_tokens)
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    tmp_path = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_path, path)
