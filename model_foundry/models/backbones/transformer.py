@@ -1,0 +1,242 @@
+"""The one transformer implementation that GPT and BERT (and later hybrids) are built from.
+
+A `TransformerBlock` is attention plus MLP with residual connections; `norm_position` decides
+where its two LayerNorms sit: "pre" (GPT-2: normalise each branch's input, one final norm after
+the stack) or "post" (BERT: normalise each residual sum, no final norm). A
+`TransformerBackbone` embeds tokens, runs the blocks and returns hidden states; heads are the
+models' business.
+
+Attention is `F.scaled_dot_product_attention`, which picks a fused kernel (flash, memory
+efficient, or a fused CPU one) when it can; we give it the cheapest description of the pattern:
+no mask at all when there is no padding, `is_causal=True` for unpadded causal input.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model_foundry.errors import UserError, did_you_mean
+from model_foundry.models.backbones.positional import RotaryEmbedding, sinusoidal_table
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "attention_type": ("causal", "bidirectional"),
+    "positional": ("learned", "rotary", "sinusoidal"),
+    "norm_position": ("pre", "post"),
+    "activation": tuple(ACTIVATIONS),
+}
+
+# Sizes shared by the transformer architectures. small follows seed 003's quick-experiment model
+# (~19M parameters plus embeddings); base is GPT-2 124M / BERT-base; large is GPT-2 medium /
+# BERT-large. The MLP width follows as 4 * n_embd unless intermediate_size is set.
+TRANSFORMER_PRESETS: dict[str, dict[str, int]] = {
+    "small": {"n_layer": 6, "n_head": 8, "n_embd": 512},
+    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768},
+    "large": {"n_layer": 24, "n_head": 16, "n_embd": 1024},
+}
+
+
+@dataclass
+class TransformerConfig:
+    """Settings of a transformer language model. The defaults are GPT-2 small's."""
+
+    vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64: faster matmuls
+    pad_token_id: int | None = None  # recorded for the pipeline; the model treats it like any token
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    intermediate_size: int | None = None  # MLP width; None means 4 * n_embd
+    block_size: int = 1024  # the longest input; sizes the position tables
+    dropout: float = 0.0  # 0 by default: on CPU dropout costs ~45% of throughput
+    bias: bool = True  # biases of every Linear and LayerNorm
+    attention_type: str = "causal"
+    positional: str = "learned"
+    norm_position: str = "pre"
+    activation: str = "gelu_tanh"
+    layer_norm_eps: float = 1e-5
+    type_vocab_size: int = 0  # segment (sentence A/B) embeddings; 0 means none
+    embedding_norm: bool = False  # LayerNorm right after the embeddings (BERT)
+
+    def __post_init__(self) -> None:
+        for key, valid in CHOICES.items():
+            value = getattr(self, key)
+            if value not in valid:
+                raise UserError(f"model.{key} is {value!r}, which is not one of {', '.join(valid)}; "
+                                f"{did_you_mean(str(value), valid)}")
+        for key in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
+            if getattr(self, key) < 1:
+                raise UserError(f"model.{key} is {getattr(self, key)}; it must be a positive integer.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"model.dropout is {self.dropout}; it must be in [0, 1).")
+        if self.n_embd % self.n_head:
+            raise UserError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}), "
+                            f"so that every head gets n_embd / n_head channels; for example n_embd="
+                            f"{self.n_head * max(1, round(self.n_embd / self.n_head))}.")
+        if self.positional == "rotary" and self.head_dim % 2:
+            raise UserError(f"model.positional 'rotary' rotates channel pairs, so the head size n_embd / n_head "
+                            f"({self.head_dim}) must be even; change model.n_embd or model.n_head.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_size(self) -> int:
+        return self.intermediate_size or 4 * self.n_embd
+
+
+def layer_norm(config: TransformerConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused projection for queries, keys and values."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.residual_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool,
+                rotary: RotaryEmbedding | None) -> Tensor:
+        batch, length, channels = x.shape
+        q, k, v = self.qkv(x).split(self.n_embd, dim=-1)
+        # (B, T, C) -> (B, heads, T, head_dim)
+        q, k, v = (t.view(batch, length, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        if rotary is not None:
+            q, k = rotary(q), rotary(k)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(batch, length, channels)
+        return self.residual_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    """The position-wise feed-forward network: widen, activate, project back."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, config.mlp_size, bias=config.bias)
+        self.activation = ACTIVATIONS[config.activation]()
+        self.proj = nn.Linear(config.mlp_size, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.proj(self.activation(self.fc(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Attention then MLP, each a residual branch, with pre- or post-LayerNorm."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.norm1 = layer_norm(config)
+        self.attn = SelfAttention(config)
+        self.norm2 = layer_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool,
+                rotary: RotaryEmbedding | None = None) -> Tensor:
+        if self.pre_norm:
+            x = x + self.attn(self.norm1(x), mask, is_causal, rotary)
+            return x + self.mlp(self.norm2(x))
+        x = self.norm1(x + self.attn(x, mask, is_causal, rotary))
+        return self.norm2(x + self.mlp(x))
+
+
+class TransformerBackbone(nn.Module):
+    """Embeddings, the stack of blocks and (pre-LN only) the final LayerNorm.
+
+    `forward` returns the final hidden states, shape (batch, time, hidden_size), and, when asked,
+    all hidden states as Hugging Face lays them out: a tuple of n_layer + 1 tensors, the embedding
+    output first, then each block's output; for pre-LN models the last entry has the final norm
+    applied, so `hidden_states[-1]` is always what a head reads.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.hidden_size = config.n_embd
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        positional, length = config.positional, config.block_size
+        self.position_embedding = nn.Embedding(length, config.n_embd) if positional == "learned" else None
+        sinusoidal = sinusoidal_table(length, config.n_embd) if positional == "sinusoidal" else None
+        self.register_buffer("sinusoidal_positions", sinusoidal, persistent=False)
+        self.rotary = RotaryEmbedding(config.head_dim, length) if positional == "rotary" else None
+        has_types = config.type_vocab_size > 0
+        self.token_type_embedding = nn.Embedding(config.type_vocab_size, config.n_embd) if has_types else None
+        self.embedding_norm = layer_norm(config) if config.embedding_norm else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
+        self.final_norm = layer_norm(config) if config.norm_position == "pre" else None
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None,
+                output_hidden_states: bool = False) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        x = self.embed(input_ids, token_type_ids)
+        mask, is_causal = self.attention_pattern(attention_mask, input_ids.size(1))
+        hidden_states = [x]
+        for block in self.blocks:
+            x = block(x, mask, is_causal, self.rotary)
+            hidden_states.append(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+            hidden_states[-1] = x
+        return x, tuple(hidden_states) if output_hidden_states else None
+
+    def embed(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+        """Token + position (+ segment) embeddings, then the optional LayerNorm and dropout."""
+        length = input_ids.size(1)
+        if length > self.config.block_size:
+            raise UserError(f"An input of {length} tokens is longer than the model's block_size "
+                            f"({self.config.block_size}); cut inputs to tokenizer.max_length <= block_size, "
+                            "or train a model with a larger model.block_size.")
+        x = self.token_embedding(input_ids)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(length, device=input_ids.device))
+        if self.sinusoidal_positions is not None:
+            # As in Vaswani et al., scale the tokens up so the unit-amplitude table does not drown them.
+            x = x * self.hidden_size ** 0.5 + self.sinusoidal_positions[:length].to(x.dtype)
+        if self.token_type_embedding is not None:
+            types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            x = x + self.token_type_embedding(types)
+        elif token_type_ids is not None:
+            raise UserError("token_type_ids were given, but this model has no segment embeddings "
+                            "(model.type_vocab_size is 0); set model.type_vocab_size: 2 to use sentence pairs.")
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        return self.drop(x)
+
+    def attention_pattern(self, attention_mask: Tensor | None, length: int) -> tuple[Tensor | None, bool]:
+        """The (attn_mask, is_causal) arguments of scaled_dot_product_attention for this batch.
+
+        `attention_mask` is 1 for real tokens and 0 for padding. Without padding we pass no mask,
+        which lets SDPA use its fused kernels. With padding, the boolean mask (True = may attend)
+        hides padded keys, combined with the causal triangle for causal models.
+        """
+        causal = self.config.attention_type == "causal"
+        if attention_mask is None or bool(attention_mask.all()):
+            return None, causal
+        device = attention_mask.device
+        allowed = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): which keys are real
+        if causal:
+            allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=device).tril()
+        # A padded query left of every real token (left padding) has no key to attend to, and
+        # some SDPA kernels return NaN for such a row, which then poisons the gradients. Letting
+        # every query see itself keeps it finite on every kernel and changes nothing for real
+        # tokens, which see themselves already.
+        return allowed | torch.eye(length, dtype=torch.bool, device=device), False

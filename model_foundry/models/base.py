@@ -1,0 +1,201 @@
+"""What every architecture offers: the `ModelOutput` it returns and the `BaseLanguageModel` interface.
+
+A model directory (written by `save_pretrained`, read by `from_pretrained`) holds
+`model.safetensors` (tied weights stored once) and `model_config.json`:
+`{"format_version": 1, "architecture": <registered name>, "config": {...}}`. Loading never runs
+code from the directory: the architecture name picks a registered class, the config is plain JSON.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model_foundry.errors import UserError
+from model_foundry.models.registry import get_architecture
+
+CONFIG_FILE = "model_config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+IGNORE_INDEX = -100
+INIT_STD = 0.02
+
+
+@dataclass
+class ModelOutput:
+    """What `forward` returns. `attentions` stays None: fused attention never materialises the weights."""
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over the positions whose label is not -100, computed in float32.
+
+    `labels` are aligned with `logits` already (the data pipeline shifts them for causal LM).
+    A batch without any target gives 0 rather than NaN, so it adds no gradient.
+    """
+    total = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(),
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def init_normal(module: nn.Module, std: float = INIT_STD) -> None:
+    """GPT-2 / BERT initialisation: weights of Linear and Embedding ~ N(0, std), biases zero."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def resized_rows(tensor: Tensor, num_rows: int, std: float) -> Tensor:
+    """`tensor` with `num_rows` rows: existing rows kept, new ones ~ N(0, std) (or zero when std is 0)."""
+    resized = torch.zeros((num_rows, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    if std > 0:
+        nn.init.normal_(resized, std=std)
+    kept = min(num_rows, tensor.shape[0])
+    resized[:kept] = tensor.detach()[:kept]
+    return resized
+
+
+class BaseLanguageModel(nn.Module, ABC):
+    """The interface the trainer, tasks and inference rely on; every architecture implements it.
+
+    Subclasses set the class attributes below, build `self.backbone` (with `hidden_size`,
+    `blocks` and `token_embedding`) and implement `forward`.
+    """
+
+    architecture_name: ClassVar[str]  # set by @register_architecture
+    model_type: ClassVar[str]
+    default_task: ClassVar[str]
+    supports_generation: ClassVar[bool]
+    config_class: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    backbone: nn.Module
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    @abstractmethod
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
+        """`attention_mask`: 1 = real token, 0 = padding. `labels`: aligned with input_ids, -100 ignored."""
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.backbone.blocks)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.backbone.token_embedding
+
+    def get_output_embeddings(self) -> nn.Linear | None:
+        """The output projection tied to the input embeddings; None for models without one."""
+        return None
+
+    def tie_weights(self) -> None:
+        """Make the output projection share its weight with the token embedding (one parameter)."""
+        output = self.get_output_embeddings()
+        if output is not None:
+            output.weight = self.get_input_embeddings().weight
+
+    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+        """Change the vocabulary size, keeping the rows of surviving tokens and the weight tying.
+
+        New rows are drawn from the initialisation distribution; a frozen embedding stays frozen.
+        """
+        old = self.get_input_embeddings()
+        new = nn.Embedding(new_num_tokens, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(resized_rows(old.weight, new_num_tokens, INIT_STD))
+        new.weight.requires_grad_(old.weight.requires_grad)
+        self.backbone.token_embedding = new
+        self.config.vocab_size = new_num_tokens
+        output = self.get_output_embeddings()
+        if output is not None:
+            output.out_features = new_num_tokens
+        self.tie_weights()
+        return new
+
+    def get_parameter_count(self, trainable_only: bool = False) -> int:
+        """Number of parameters; a tied weight counts once."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def get_memory_footprint(self) -> int:
+        """Bytes taken by parameters and buffers."""
+        tensors = [*self.parameters(), *self.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `model.safetensors` and `model_config.json` into `directory` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        # save_model stores each shared tensor once, under its alphabetically first name.
+        safetensors.torch.save_model(self, str(directory / WEIGHTS_FILE))
+        meta = {"format_version": FORMAT_VERSION, "architecture": self.architecture_name,
+                "config": asdict(self.config)}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> BaseLanguageModel:
+        """The model saved in `directory`, in eval mode.
+
+        On the base class this returns whichever architecture the directory records; on a
+        subclass the directory must hold that architecture (or a subclass of it).
+        """
+        directory = Path(directory)
+        meta = read_model_config(directory)
+        arch = get_architecture(meta["architecture"])
+        if not issubclass(arch, cls):
+            raise UserError(f"{directory / CONFIG_FILE} holds a {meta['architecture']!r} model, "
+                            f"not a {cls.__name__}; load it with BaseLanguageModel.from_pretrained.")
+        model = arch(config_from_dict(arch, meta["config"], directory / CONFIG_FILE))
+        load_weights(model, directory / WEIGHTS_FILE)
+        return model.eval()
+
+
+def read_model_config(directory: Path) -> dict:
+    """The parsed `model_config.json` of `directory`, checked for the fields we need."""
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; a model directory holds {CONFIG_FILE} and {WEIGHTS_FILE} "
+                        "(written by save_pretrained or by training).")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}).") from None
+    if not isinstance(meta, dict) or not {"architecture", "config"} <= meta.keys():
+        raise UserError(f"{path} must be a JSON object with 'format_version', 'architecture' and 'config'.")
+    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise UserError(f"{path} has format_version {meta['format_version']}, newer than this version of "
+                        f"model_foundry reads ({FORMAT_VERSION}); upgrade model_foundry.")
+    return meta
+
+
+def config_from_dict(arch: type[BaseLanguageModel], values: dict, path: Path) -> Any:
+    try:
+        return arch.config_class(**values)
+    except TypeError as exc:  # an unknown or missing field
+        raise UserError(f"{path}: the 'config' does not fit architecture {arch.architecture_name!r} "
+                        f"({exc}).") from None
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Copy the tensors of `path` into `model`; every weight must be there, tied aliases aside."""
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; the model directory is incomplete.")
+    try:
+        safetensors.torch.load_model(model, str(path), strict=True)
+    except Exception as exc:  # safetensors and load_state_dict raise several types for bad files
+        raise UserError(f"{path} cannot be loaded into a {type(model).__name__} built from "
+                        f"{path.parent / CONFIG_FILE}: {exc}") from None

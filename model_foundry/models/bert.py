@@ -1,0 +1,82 @@
+"""BERT: a bidirectional transformer encoder with a masked-language-model head.
+
+Post-LN blocks, exact GELU, learned positions plus segment (token type) embeddings, a LayerNorm
+on the embeddings, and BERT's MLM head: a dense transform, then a decoder tied to the token
+embedding with its own output bias.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from model_foundry.models.backbones.transformer import (ACTIVATIONS, TRANSFORMER_PRESETS, TransformerBackbone,
+                                                        TransformerConfig, layer_norm)
+from model_foundry.models.base import BaseLanguageModel, ModelOutput, init_normal, resized_rows, token_loss
+from model_foundry.models.registry import register_architecture
+
+
+@dataclass
+class BertConfig(TransformerConfig):
+    """BERT-base's settings."""
+
+    vocab_size: int = 30522
+    block_size: int = 512
+    attention_type: str = "bidirectional"
+    norm_position: str = "post"
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    type_vocab_size: int = 2
+    embedding_norm: bool = True
+
+
+class MaskedLMHead(nn.Module):
+    """Hidden state -> dense -> activation -> LayerNorm -> vocabulary logits (+ a per-token bias)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.activation = ACTIVATIONS[config.activation]()
+        self.norm = layer_norm(config)
+        self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # The output bias lives outside `decoder` because the decoder's weight is the (tied) embedding.
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.bias else None
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        logits = self.decoder(self.norm(self.activation(self.dense(hidden))))
+        return logits + self.bias if self.bias is not None else logits
+
+
+@register_architecture("bert")
+class Bert(BaseLanguageModel):
+    model_type = "bert"
+    default_task = "masked_lm"
+    supports_generation = False
+    config_class = BertConfig
+    presets = TRANSFORMER_PRESETS
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.backbone = TransformerBackbone(config)
+        self.mlm_head = MaskedLMHead(config)
+        self.apply(init_normal)
+        self.tie_weights()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_head.decoder
+
+    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+        embedding = super().resize_token_embeddings(new_num_tokens)
+        if self.mlm_head.bias is not None:
+            self.mlm_head.bias = nn.Parameter(resized_rows(self.mlm_head.bias, new_num_tokens, std=0.0),
+                                              requires_grad=self.mlm_head.bias.requires_grad)
+        return embedding
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
+        """Vocabulary logits at every position; the loss counts only positions whose label is not -100."""
+        hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = self.mlm_head(hidden)
+        loss = token_loss(logits, labels) if labels is not None else None
+        return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)

@@ -1,0 +1,56 @@
+"""GPT: a causal transformer language model, GPT-2's architecture by default.
+
+Pre-LN blocks, learned positions, tanh-approximated GELU, and an output head tied to the token
+embedding. Any transformer setting can be changed (rotary positions, post-LN, bidirectional
+attention, ...); `GPTConfig` only fixes the defaults.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from model_foundry.models.backbones.transformer import TRANSFORMER_PRESETS, TransformerBackbone, TransformerConfig
+from model_foundry.models.base import INIT_STD, BaseLanguageModel, ModelOutput, init_normal, token_loss
+from model_foundry.models.registry import register_architecture
+
+RESIDUAL_PROJECTIONS = ("attn.proj.weight", "mlp.proj.weight")
+
+
+@dataclass
+class GPTConfig(TransformerConfig):
+    """GPT-2's settings (the `TransformerConfig` defaults): causal, pre-LN, gelu_tanh, eps 1e-5."""
+
+
+@register_architecture("gpt", "gpt2")
+class GPT(BaseLanguageModel):
+    model_type = "gpt"
+    default_task = "causal_lm"
+    supports_generation = True
+    config_class = GPTConfig
+    presets = TRANSFORMER_PRESETS
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.backbone = TransformerBackbone(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.apply(init_normal)
+        # GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 * n_layer),
+        # so the stream's variance does not grow with depth (two residual branches per block).
+        residual_std = INIT_STD / math.sqrt(2 * config.n_layer)
+        for name, param in self.named_parameters():
+            if name.endswith(RESIDUAL_PROJECTIONS):
+                nn.init.normal_(param, mean=0.0, std=residual_std)
+        self.tie_weights()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
+        """Next-token logits (batch, time, vocab); `labels` are already the next tokens (not shifted here)."""
+        hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = self.lm_head(hidden)
+        loss = token_loss(logits, labels) if labels is not None else None
+        return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)

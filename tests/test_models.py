@@ -1,0 +1,263 @@
+"""Our transformer models: shapes, masking, padding, variants that learn, save/load, tying, the registry."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model_foundry.errors import UserError
+from model_foundry.models import (ARCHITECTURES, PRESETS, BaseLanguageModel, Bert, BertConfig, GPT, GPTConfig,
+                                  ModelOutput, create_model, get_architecture, register_architecture)
+from model_foundry.training.weights import load_weights
+
+VOCAB = 53
+TINY = {"vocab_size": VOCAB, "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 24}
+
+
+def tiny(arch: str = "gpt", **values) -> BaseLanguageModel:
+    torch.manual_seed(0)
+    return create_model(arch, **{**TINY, **values}).eval()
+
+
+def random_ids(batch: int = 2, length: int = 12, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arch", ["gpt", "bert"])
+def test_forward_shapes_and_hidden_states(arch):
+    model = tiny(arch)
+    output = model(random_ids(), output_hidden_states=True)
+    assert isinstance(output, ModelOutput)
+    assert output.logits.shape == (2, 12, VOCAB)
+    assert output.loss is None and output.attentions is None
+    assert len(output.hidden_states) == model.num_layers + 1 == 3
+    assert all(h.shape == (2, 12, 32) for h in output.hidden_states)
+    assert model.backbone.hidden_size == 32 and len(model.backbone.blocks) == 2
+
+
+def test_class_attributes():
+    assert (GPT.model_type, GPT.default_task, GPT.supports_generation, GPT.config_class) == \
+        ("gpt", "causal_lm", True, GPTConfig)
+    assert (Bert.model_type, Bert.default_task, Bert.supports_generation, Bert.config_class) == \
+        ("bert", "masked_lm", False, BertConfig)
+    assert ARCHITECTURES["gpt2"] is GPT
+
+
+@torch.no_grad()
+def changes_earlier_logits(model: BaseLanguageModel) -> bool:
+    """Whether changing the token at position 8 changes the logits at positions 0..7."""
+    ids = random_ids(1, 12)
+    edited = ids.clone()
+    edited[0, 8] = (edited[0, 8] + 1) % VOCAB
+    return not torch.allclose(model(ids).logits[:, :8], model(edited).logits[:, :8], atol=1e-6)
+
+
+@pytest.mark.parametrize("arch, attention_type, sees_future", [
+    ("gpt", None, False), ("bert", None, True), ("gpt", "bidirectional", True), ("bert", "causal", False)])
+def test_attention_direction(arch, attention_type, sees_future):
+    overrides = {"attention_type": attention_type} if attention_type else {}
+    assert changes_earlier_logits(tiny(arch, **overrides)) is sees_future
+
+
+@pytest.mark.parametrize("arch, positional", [("gpt", "learned"), ("bert", "learned"), ("gpt", "rotary"),
+                                              ("bert", "sinusoidal")])
+@torch.no_grad()
+def test_right_padding_gives_the_logits_of_unpadded_rows(arch, positional):
+    model = tiny(arch, positional=positional)
+    long_row, short_row = random_ids(1, 12, seed=1), random_ids(1, 7, seed=2)
+    padded = torch.cat([long_row, F.pad(short_row, (0, 5), value=0)])
+    mask = torch.tensor([[1] * 12, [1] * 7 + [0] * 5])
+    logits = model(padded, attention_mask=mask).logits
+    assert torch.allclose(logits[0], model(long_row).logits[0], atol=1e-5)
+    assert torch.allclose(logits[1, :7], model(short_row).logits[0], atol=1e-5)
+
+
+@torch.no_grad()
+def test_left_padding_leaves_no_nan():
+    model = tiny("gpt")
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    logits = model(random_ids(2, 6), attention_mask=mask).logits
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("arch, values", [
+    ("gpt", {}), ("gpt", {"positional": "rotary"}), ("gpt", {"positional": "sinusoidal"}),
+    ("gpt", {"norm_position": "post", "activation": "relu"}), ("bert", {}),
+    ("bert", {"norm_position": "pre", "positional": "rotary", "bias": False, "activation": "silu"})])
+def test_variants_overfit_a_tiny_batch(arch, values):
+    model = tiny(arch, **values).train()
+    ids = random_ids(4, 16, seed=3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = model(ids, labels=ids.roll(-1, dims=1)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_loss_is_mean_cross_entropy_over_labelled_positions():
+    model = tiny("bert")
+    ids = random_ids(2, 10)
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[1, 9] = 7, 11, 3
+    output = model(ids, labels=labels)
+    picked = output.logits[[0, 1, 1], [2, 5, 9]]
+    assert torch.allclose(output.loss, F.cross_entropy(picked, torch.tensor([7, 11, 3])), atol=1e-6)
+
+
+def test_loss_is_zero_not_nan_without_targets():
+    model = tiny("gpt")
+    ids = random_ids()
+    loss = model(ids, labels=torch.full_like(ids, -100)).loss
+    assert loss.item() == 0.0
+
+
+@pytest.mark.parametrize("arch, values", [("gpt", {}), ("bert", {}), ("gpt", {"positional": "rotary"}),
+                                          ("bert", {"positional": "sinusoidal"})])
+@torch.no_grad()
+def test_save_and_load_through_the_base_class(tmp_path, arch, values):
+    model = tiny(arch, **values)
+    model.save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / "model_config.json").read_text())
+    assert meta["format_version"] == 1 and meta["architecture"] == arch
+    loaded = BaseLanguageModel.from_pretrained(tmp_path)
+    assert type(loaded) is type(model) and loaded.config == model.config and not loaded.training
+    ids = random_ids()
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+
+
+def test_trainer_weight_loader_accepts_saved_models(tmp_path):
+    model = tiny("bert")
+    model.save_pretrained(tmp_path)
+    fresh = tiny("bert", n_layer=2)
+    torch.nn.init.zeros_(fresh.get_input_embeddings().weight)
+    load_weights(fresh, tmp_path, strict=True)
+    assert torch.equal(fresh.mlm_head.decoder.weight, model.get_input_embeddings().weight)
+
+
+def test_from_pretrained_errors_name_the_path(tmp_path):
+    with pytest.raises(UserError, match="model_config.json does not exist"):
+        BaseLanguageModel.from_pretrained(tmp_path)
+    tiny("bert").save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="holds a 'bert' model, not a GPT"):
+        GPT.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(UserError, match="model.safetensors cannot be loaded"):
+        Bert.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["gpt", "bert"])
+def test_resize_keeps_rows_and_tying(arch):
+    model = tiny(arch)
+    before = model.get_input_embeddings().weight.detach().clone()
+    model.resize_token_embeddings(VOCAB + 7)
+    embedding = model.get_input_embeddings()
+    assert embedding.weight.shape == (VOCAB + 7, 32) and model.config.vocab_size == VOCAB + 7
+    assert torch.equal(embedding.weight[:VOCAB], before)
+    assert model.get_output_embeddings().weight is embedding.weight
+    assert model(random_ids()).logits.shape[-1] == VOCAB + 7
+    model.resize_token_embeddings(VOCAB - 3)
+    assert torch.equal(model.get_input_embeddings().weight, before[:VOCAB - 3])
+
+
+def test_parameter_count_counts_tied_weights_once():
+    model = tiny("gpt")
+    d, hidden, layers = 32, 128, 2
+    block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * hidden + hidden) + (hidden * d + d)
+    expected = VOCAB * d + 24 * d + layers * block + 2 * d
+    assert model.get_parameter_count() == expected
+    model.backbone.token_embedding.weight.requires_grad_(False)
+    assert model.get_parameter_count(trainable_only=True) == expected - VOCAB * d
+    assert model.get_memory_footprint() == 4 * expected
+
+
+def test_computed_positions_are_not_saved():
+    sinusoidal = tiny("gpt", positional="sinusoidal")
+    rotary = tiny("gpt", positional="rotary")
+    for model in (sinusoidal, rotary):
+        assert model.backbone.position_embedding is None
+        assert not any("position" in key or "rotary" in key for key in model.state_dict())
+
+
+def test_input_longer_than_block_size_is_refused():
+    with pytest.raises(UserError, match="longer than the model's block_size"):
+        tiny("gpt")(random_ids(1, 25))
+
+
+def test_token_type_ids_need_segment_embeddings():
+    ids = random_ids()
+    with pytest.raises(UserError, match="type_vocab_size"):
+        tiny("gpt")(ids, token_type_ids=torch.zeros_like(ids))
+    bert = tiny("bert")
+    assert not torch.allclose(bert(ids).logits, bert(ids, token_type_ids=torch.ones_like(ids)).logits)
+
+
+def test_dropout_acts_only_in_training():
+    model = tiny("gpt", dropout=0.5)
+    ids = random_ids()
+    assert torch.equal(model(ids).logits, model(ids).logits)
+    model.train()
+    assert not torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_unknown_architecture_lists_registered_names():
+    with pytest.raises(UserError, match="'bret'.*did you mean 'bert'.*Registered architectures: bert, gpt, gpt2"):
+        get_architecture("bret")
+
+
+def test_unknown_key_names_it_and_the_valid_keys():
+    with pytest.raises(UserError, match=r"model\.n_layers .*Did you mean 'n_layer'\?.*Valid keys: .*n_head"):
+        create_model("gpt", n_layers=3)
+
+
+def test_invalid_values_are_user_errors():
+    with pytest.raises(UserError, match=r"n_embd \(30\) must be divisible by model\.n_head \(4\)"):
+        create_model("gpt", n_embd=30, n_head=4)
+    with pytest.raises(UserError, match="did you mean 'rotary'"):
+        create_model("gpt", positional="rotery")
+    with pytest.raises(UserError, match="must be even"):
+        create_model("gpt", n_embd=12, n_head=4, positional="rotary", n_layer=1)
+
+
+def test_presets_apply_and_values_override_them():
+    assert PRESETS["gpt"]["base"] == {"n_layer": 12, "n_head": 12, "n_embd": 768}
+    model = create_model("bert", preset="small", n_layer=1, vocab_size=VOCAB, block_size=8)
+    assert (model.config.n_layer, model.config.n_head, model.config.n_embd) == (1, 8, 512)
+    assert model.backbone.blocks[0].mlp.fc.out_features == 4 * 512
+    with pytest.raises(UserError, match="'medium'"):
+        create_model("gpt", preset="medium")
+
+
+def test_create_model_from_a_config_object():
+    config = GPTConfig(**TINY, positional="rotary")
+    model = create_model(config)
+    assert isinstance(model, GPT) and model.config is config
+    wider = create_model(config, n_embd=64)
+    assert wider.config.n_embd == 64 and wider.config.positional == "rotary" and config.n_embd == 32
+
+
+def test_defaults_are_gpt2_and_bert_base():
+    gpt, bert = GPTConfig(), BertConfig()
+    assert (gpt.norm_position, gpt.activation, gpt.layer_norm_eps, gpt.attention_type, gpt.vocab_size) == \
+        ("pre", "gelu_tanh", 1e-5, "causal", 50304)
+    assert (bert.norm_position, bert.activation, bert.layer_norm_eps, bert.attention_type) == \
+        ("post", "gelu", 1e-12, "bidirectional")
+    assert (bert.type_vocab_size, bert.embedding_norm, bert.vocab_size, bert.block_size) == (2, True, 30522, 512)
+
+
+def test_gpt_residual_projections_use_the_scaled_init():
+    model = create_model("gpt", vocab_size=VOCAB, n_layer=8, n_head=4, n_embd=128, block_size=8)
+    block = model.backbone.blocks[0]
+    assert abs(block.attn.qkv.weight.std().item() - 0.02) < 0.002
+    assert abs(block.mlp.proj.weight.std().item() - 0.02 / 4) < 0.0005
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_architecture("gpt")(GPT)
