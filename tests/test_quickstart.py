@@ -54,7 +54,7 @@ def test_markdown_becomes_plain_text():
 
 def test_cached_wheel_is_unpacked_without_network(tmp_path, monkeypatch):
     make_wheel(tmp_path)
-    monkeypatch.setattr(subprocess, "run", refuse_network)
+    monkeypatch.setattr(quickstart_data, "download_wheel", refuse_network)
     corpus = ensure_plays(tmp_path)
     text = corpus.read_text()
     assert "Second Fool" in text and "Second Witch" in text
@@ -73,7 +73,7 @@ def test_no_network_and_no_cache_explains_how_to_provide_data(tmp_path, monkeypa
 
 def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     make_wheel(tmp_path / "cache", copies=60)
-    monkeypatch.setattr(subprocess, "run", refuse_network)
+    monkeypatch.setattr(quickstart_data, "download_wheel", refuse_network)
     monkeypatch.setattr("model_foundry.quickstart.workflow.MODEL",
                         {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "dropout": 0.0})
     rows = run_quickstart(out=tmp_path / "out", data=tmp_path / "cache", steps=6, vocab_size=300)
