@@ -88,8 +88,8 @@ def check_vocab_size(kind: str, vocab_size: int) -> None:
         needed = fixed + BYTE_ALPHABET_SIZE
         why = f"{fixed} special tokens and the {BYTE_ALPHABET_SIZE} byte tokens"
     if vocab_size < needed:
-        raise UserError(f"vocab_size {vocab_size} is too small for a {kind} tokenizer: it needs at least "
-                        f"{needed} ({why}).")
+        raise UserError(f"tokenizer.vocab_size (--vocab-size) {vocab_size} is too small for a {kind} tokenizer: "
+                        f"it needs at least {needed} ({why}).")
 
 
 @contextmanager
@@ -101,7 +101,7 @@ def explained_training_errors(kind: str, vocab_size: int) -> Iterator[None]:
     except Exception as error:  # `tokenizers` raises plain Exception, so its message tells the cause
         if "not large enough" not in str(error):
             raise
-        raise UserError(f"vocab_size {vocab_size} is too small for a {kind} tokenizer on this corpus: "
+        raise UserError(f"tokenizer.vocab_size {vocab_size} is too small for a {kind} tokenizer on this corpus: "
                         "it must hold every distinct character of the text plus the special tokens. "
                         "Raise tokenizer.vocab_size.") from error
 
