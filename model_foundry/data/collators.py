@@ -154,3 +154,56 @@ class TrimmingCollator:
             return torch.stack(labels)
         rows = [self.cap(row[mask]) for row, mask in zip(labels, real)]
         return pad_rows(rows, length, IGNORE_INDEX)
+
+
+class LabelledCollator:
+    """Batches encoded finetuning examples, right-padded to the batch's longest row.
+
+    Each item has `input_ids`, optionally `token_type_ids` (padded with 0) and `word_starts`
+    (padded with -1), and optionally `labels`, whose shape says what they are:
+    - an int: a class id -> LongTensor[B];
+    - a float: a score -> FloatTensor[B];
+    - a sequence of floats: a multi-label target vector -> FloatTensor[B, C];
+    - a sequence of ints: one label per token (as long as `input_ids`) or per word (as long as
+      `word_starts`) -> LongTensor padded with -100 like the row it follows.
+    """
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_id, self.pad_to_multiple_of = pad_id, pad_to_multiple_of
+
+    def __call__(self, items: list[dict], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        inputs = [as_long_row(item["input_ids"]) for item in items]
+        lengths = [len(row) for row in inputs]
+        length = padded_length(lengths, self.pad_to_multiple_of)
+        batch = {"input_ids": pad_rows(inputs, length, self.pad_id), "attention_mask": real_token_mask(lengths, length)}
+        if "token_type_ids" in items[0]:
+            batch["token_type_ids"] = pad_rows([as_long_row(item["token_type_ids"]) for item in items], length, 0)
+        if "word_starts" in items[0]:
+            starts = [as_long_row(item["word_starts"]) for item in items]
+            batch["word_starts"] = pad_rows(starts, max(len(row) for row in starts), -1)
+        if "labels" in items[0]:
+            batch["labels"] = self.collate_labels(items, batch)
+        return batch
+
+    def collate_labels(self, items: list[dict], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = [torch.as_tensor(item["labels"]) for item in items]
+        if labels[0].dim() == 0 or labels[0].is_floating_point():
+            stacked = torch.stack(labels)
+            return stacked.float() if stacked.is_floating_point() else stacked.long()
+        key = aligned_key(items, labels)
+        return pad_rows([row.long() for row in labels], batch[key].shape[1], IGNORE_INDEX)
+
+
+def aligned_key(items: list[dict], labels: list[torch.Tensor]) -> str:
+    """Which row per-position labels follow: `word_starts` when every label row is as long as its
+    word_starts, else `input_ids` when every one is as long as its input_ids."""
+    for key in ("word_starts", "input_ids"):
+        if key in items[0] and all(len(row) == len(item[key]) for row, item in zip(labels, items)):
+            return key
+    raise ValueError("Integer label sequences must have one label per token (as long as input_ids) or per word "
+                     "(as long as word_starts); multi-label target vectors must be floats.")
+
+
+def as_long_row(values) -> torch.Tensor:
+    """A list or tensor of ids as a 1-D int64 tensor."""
+    return torch.as_tensor(values, dtype=torch.int64)

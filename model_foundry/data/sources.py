@@ -13,7 +13,7 @@ from pathlib import Path
 
 from model_foundry.errors import UserError, did_you_mean
 
-DATA_FORMATS = ("text", "jsonl", "csv", "tsv", "conllu", "pt")
+DATA_FORMATS = ("text", "jsonl", "csv", "tsv", "conllu", "conll", "pt")
 
 # Plain text is read in chunks of whole lines about this many characters long: large enough that
 # a tokenizer sees plenty of context per call, small enough that memory stays flat.
@@ -22,8 +22,13 @@ TEXT_CHUNK_CHARS = 1 << 20
 FORMAT_BY_SUFFIX = {
     "": "text", ".txt": "text", ".text": "text", ".md": "text",
     ".jsonl": "jsonl", ".json": "jsonl",
-    ".csv": "csv", ".tsv": "tsv", ".conllu": "conllu", ".pt": "pt",
+    ".csv": "csv", ".tsv": "tsv", ".conllu": "conllu", ".conll": "conll", ".pt": "pt",
 }
+# TSV fields are never quoted: SST-2 style text holds bare quote characters that the csv module's
+# default quoting would swallow, joining lines.
+TABLE_DIALECTS = {"csv": {"delimiter": ","}, "tsv": {"delimiter": "\t", "quoting": csv.QUOTE_NONE}}
+# CoNLL-2003 style files open each document with this line; it is not a word of any sentence.
+CONLL_DOCUMENT_MARKER = "-DOCSTART-"
 GLOB_CHARACTERS = set("*?[")
 
 
@@ -70,7 +75,8 @@ def iter_texts(path: str | Path, fmt: str, text_column: str = "text") -> Iterato
     """Stream the texts of one file.
 
     text: chunks of whole lines (newlines kept, so joining the chunks gives the file back);
-    jsonl / csv / tsv: the `text_column` of each row; conllu: each sentence's text.
+    jsonl / csv / tsv: the `text_column` of each row; conllu: each sentence's text;
+    conll: each sentence's tokens joined by spaces.
     """
     path = Path(path)
     if fmt == "text":
@@ -78,9 +84,11 @@ def iter_texts(path: str | Path, fmt: str, text_column: str = "text") -> Iterato
     elif fmt == "jsonl":
         yield from iter_jsonl_column(path, text_column)
     elif fmt in ("csv", "tsv"):
-        yield from iter_table_column(path, text_column, delimiter="," if fmt == "csv" else "\t")
+        yield from iter_table_column(path, text_column, fmt)
     elif fmt == "conllu":
         yield from iter_conllu_sentences(path)
+    elif fmt == "conll":
+        yield from iter_conll_sentences(path)
     elif fmt == "pt":
         raise UserError(f"{path} is a .pt file of token ids, not text; it cannot be tokenized again. Use it "
                         "as data directly with the tokenizer that made it (tokenizer.path).")
@@ -108,6 +116,13 @@ def iter_text_chunks(path: Path, chunk_chars: int) -> Iterator[str]:
 
 
 def iter_jsonl_column(path: Path, column: str) -> Iterator[str]:
+    for where, row in iter_jsonl_rows(path, column):
+        yield column_text(row, column, where, "data.text_column")
+
+
+def iter_jsonl_rows(path: Path, column: str) -> Iterator[tuple[str, dict]]:
+    """Each non-blank line's JSON object with its "path:line"; `column` names a field the caller
+    needs, for the message when a line holds some other JSON value."""
     with open_text(path) as handle:
         for line_number, line in enumerate(read_lines(handle, path), start=1):
             if not line.strip():
@@ -120,13 +135,13 @@ def iter_jsonl_column(path: Path, column: str) -> Iterator[str]:
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{line_number}: expected a JSON object with a {column!r} field, "
                                 f"found a {type(row).__name__}.")
-            yield column_text(row, column, f"{path}:{line_number}", "data.text_column")
+            yield f"{path}:{line_number}", row
 
 
-def iter_table_column(path: Path, column: str, delimiter: str) -> Iterator[str]:
+def iter_table_column(path: Path, column: str, fmt: str) -> Iterator[str]:
     """The `column` of each row of a CSV/TSV file whose first row names the columns."""
     with open_text(path, newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        reader = csv.DictReader(handle, **TABLE_DIALECTS[fmt])
         try:
             header = reader.fieldnames or []
             if column not in header:
@@ -157,6 +172,30 @@ def iter_conllu_sentences(path: Path) -> Iterator[str]:
                 text, forms = None, []
     if text or forms:
         yield text if text is not None else " ".join(forms)
+
+
+def iter_conll_sentences(path: Path) -> Iterator[str]:
+    """Each sentence's tokens (the first tab-separated field of its lines) joined by spaces."""
+    for block in iter_line_blocks(path):
+        tokens = [line.split("\t", 1)[0].strip() for _, line in block if not line.startswith(CONLL_DOCUMENT_MARKER)]
+        if tokens:
+            yield " ".join(tokens)
+
+
+def iter_line_blocks(path: Path) -> Iterator[list[tuple[int, str]]]:
+    """Runs of non-blank lines (newline stripped) with their 1-based line numbers: the sentences of
+    the CoNLL formats, which separate sentences by blank lines."""
+    block: list[tuple[int, str]] = []
+    with open_text(path) as handle:
+        for line_number, line in enumerate(read_lines(handle, path), start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                block.append((line_number, line))
+            elif block:
+                yield block
+                block = []
+    if block:
+        yield block
 
 
 def column_text(row: dict, column: str, where: str, key: str) -> str:

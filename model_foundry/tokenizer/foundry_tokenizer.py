@@ -110,6 +110,16 @@ class FoundryTokenizer:
         """The ids of `text` alone, no special tokens (pretraining packs raw ids back to back)."""
         return self.backend.encode(text, add_special_tokens=False).ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The ids of `text` (no special tokens) and each token's (start, end) character span in it.
+
+        Spans index the original text whatever the normalizer did. They may overlap: byte-level
+        BPE pieces that split one character's bytes each report that character, and unigram's lone
+        `▁` word-start token reports the character after it.
+        """
+        encoding = self.backend.encode(text, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
+
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         """`encode` for many texts at once, in parallel inside `tokenizers`."""
         return [encoding.ids for encoding in self.backend.encode_batch(list(texts), add_special_tokens=False)]

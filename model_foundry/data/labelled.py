@@ -1,0 +1,290 @@
+"""Labelled data for finetuning: reading examples, the label vocabulary, encoding for a model.
+
+Sequence tasks (classification, multi-label, scoring) read one example per row of a TSV, CSV or
+JSONL file; token classification reads one sentence of words and tags per example (CoNLL-U,
+CoNLL or JSONL). Labels stay strings here: `LabelSet`, built from the training split, turns them
+into class ids. Every example remembers its "path:line", so a bad label is reported where it is.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from model_foundry.data.conll import TokenExample, read_conll, read_conllu
+from model_foundry.data.sources import TABLE_DIALECTS, column_text, iter_jsonl_rows, not_utf8, open_text
+from model_foundry.errors import UserError, closest
+from model_foundry.tokenizer import FoundryTokenizer
+
+SEQUENCE_FORMATS = ("tsv", "csv", "jsonl")
+TOKEN_FORMATS = ("conllu", "conll", "tsv", "jsonl")
+Label = str | list[str]
+
+
+@dataclass
+class SequenceExample:
+    """One text (or text pair) with its label: a class name, a list of class names (multi-label)
+    or a score written as text. `source` is "path:line" of the row."""
+
+    text: str
+    pair: str | None
+    label: Label | None
+    source: str
+
+
+# ----- reading sequence examples ------------------------------------------------------------
+
+def read_sequence_examples(path: str | Path, fmt: str, *, text_column: str = "text", pair_column: str | None = None,
+                           label_column: str = "label", require_labels: bool = True) -> list[SequenceExample]:
+    """Every row of a tsv / csv (first row = column names) or jsonl file, blank lines skipped.
+
+    With `require_labels` every row needs a label; without it (prediction) a missing label is None.
+    """
+    path = Path(path)
+    if fmt == "jsonl":
+        rows = iter_jsonl_rows(path, text_column)
+    elif fmt in TABLE_DIALECTS:
+        needed = [text_column, pair_column] + ([label_column] if require_labels else [])
+        rows = iter_table_rows(path, fmt, [column for column in needed if column])
+    else:
+        raise UserError(f"{path}: sequence tasks read {', '.join(SEQUENCE_FORMATS)} files, not {fmt!r}; "
+                        "set data.format to one of them.")
+    return [sequence_example(row, where, text_column, pair_column, label_column, require_labels)
+            for where, row in rows]
+
+
+def iter_table_rows(path: Path, fmt: str, needed: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """Each non-blank row of a CSV/TSV file as {column: value} with the "path:line" it starts on.
+
+    The header must name every `needed` column, and each row must have as many fields as the
+    header: an extra tab inside a TSV text would otherwise shift the label into the wrong column.
+    """
+    with open_text(path, newline="") as handle:
+        reader = csv.reader(handle, **TABLE_DIALECTS[fmt])
+        try:
+            header = read_header(reader, path, needed)
+            last_line = reader.line_num
+            for fields in reader:
+                where = f"{path}:{last_line + 1}"
+                last_line = reader.line_num
+                if not any(field.strip() for field in fields):
+                    continue
+                if len(fields) != len(header):
+                    raise UserError(f"{where}: the row has {len(fields)} fields but the header names "
+                                    f"{len(header)} columns ({', '.join(map(repr, header))}).")
+                yield where, dict(zip(header, fields))
+        except csv.Error as error:
+            raise UserError(f"{path}:{reader.line_num}: cannot parse the row ({error}).") from None
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
+
+
+def read_header(reader, path: Path, needed: list[str]) -> list[str]:
+    header = next(reader, [])
+    if header:
+        header[0] = header[0].removeprefix("\ufeff")  # spreadsheet programs start UTF-8 files with a BOM
+    for column in needed:
+        if column not in header:
+            raise UserError(f"{path}:1: the header has no column {column!r} (check data.text_column, "
+                            f"data.text_pair_column and data.label_column); the columns are "
+                            f"{', '.join(map(repr, header)) or 'none'}.")
+    return header
+
+
+def sequence_example(row: dict, where: str, text_column: str, pair_column: str | None, label_column: str,
+                     require_labels: bool) -> SequenceExample:
+    text = non_empty_text(row, text_column, where, "data.text_column")
+    pair = non_empty_text(row, pair_column, where, "data.text_pair_column") if pair_column else None
+    label = label_value(row.get(label_column), where, label_column)
+    if label is None and require_labels:
+        raise missing_label(row, where, label_column)
+    return SequenceExample(text, pair, label, where)
+
+
+def non_empty_text(row: dict, column: str, where: str, key: str) -> str:
+    text = column_text(row, column, where, key)
+    if not text.strip():
+        raise UserError(f"{where}: the {column!r} text is empty; every example needs some text.")
+    return text
+
+
+def label_value(value: object, where: str, column: str) -> Label | None:
+    """A label as a stripped string (JSON numbers become their text), a list of them for
+    multi-label rows, or None when the row has none."""
+    if isinstance(value, list):
+        return [scalar_label(item, where, column) for item in value]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return scalar_label(value, where, column)
+
+
+def scalar_label(value: object, where: str, column: str) -> str:
+    if isinstance(value, (str, int, float)):
+        label = str(value).strip()
+        if label:
+            return label
+    raise UserError(f"{where}: {column!r} holds {value!r}; a label is a class name, a number, or (multi-label) "
+                    "a list of class names.")
+
+
+def missing_label(row: dict, where: str, column: str) -> UserError:
+    if column in row:
+        return UserError(f"{where}: the {column!r} label is empty; every training and evaluation row needs one.")
+    return UserError(f"{where}: the row has no {column!r} label (set data.label_column); the row's columns are "
+                     f"{', '.join(map(repr, row)) or 'none'}.")
+
+
+# ----- reading token examples ---------------------------------------------------------------
+
+def read_token_examples(path: str | Path, fmt: str, *, text_column: str = "tokens", label_column: str = "label",
+                        require_labels: bool = True) -> list[TokenExample]:
+    """Every sentence of a conllu, conll (`token<TAB>tag`; a .tsv given to a token task is read
+    the same way) or jsonl file (`{text_column: [words], label_column: [tags]}` per line).
+
+    For conllu, `label_column` names the tag column (the default "label" means UPOS) and the words
+    are always the FORM column.
+    """
+    path = Path(path)
+    if fmt == "conllu":
+        return read_conllu(path, label_column)
+    if fmt in ("conll", "tsv"):
+        return read_conll(path, require_labels)
+    if fmt == "jsonl":
+        return [tagged_row(row, where, text_column, label_column, require_labels)
+                for where, row in iter_jsonl_rows(path, text_column)]
+    raise UserError(f"{path}: token classification reads {', '.join(TOKEN_FORMATS)} files, not {fmt!r}; "
+                    "set data.format to one of them.")
+
+
+def tagged_row(row: dict, where: str, text_column: str, label_column: str, require_labels: bool) -> TokenExample:
+    words = row.get(text_column)
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+        raise UserError(f"{where}: {text_column!r} should be a non-empty list of words (set data.text_column), "
+                        f"e.g. {{{text_column!r}: [\"The\", \"cat\"], {label_column!r}: [\"DET\", \"NOUN\"]}}; "
+                        f"found {words!r:.80}.")
+    tags = row.get(label_column)
+    if tags is None:
+        if require_labels:
+            raise missing_label(row, where, label_column)
+        return TokenExample(words, None, where)
+    if not isinstance(tags, list):
+        raise UserError(f"{where}: {label_column!r} should be a list with one tag per word, found {tags!r:.80}.")
+    if len(tags) != len(words):
+        raise UserError(f"{where}: {len(words)} words in {text_column!r} but {len(tags)} tags in "
+                        f"{label_column!r}; every word needs exactly one tag.")
+    return TokenExample(words, [scalar_label(tag, where, label_column) for tag in tags], where)
+
+
+# ----- the label vocabulary -----------------------------------------------------------------
+
+class LabelSet:
+    """The class names a classifier predicts, in output order. Built from the training split
+    only and saved with the run, so a checkpoint always knows what its outputs mean."""
+
+    def __init__(self, labels: Sequence[str]):
+        self.labels = list(labels)
+        self.ids = {label: i for i, label in enumerate(self.labels)}
+        if len(self.ids) != len(self.labels):
+            raise ValueError(f"A label set cannot repeat a label: {self.labels}")
+
+    @classmethod
+    def from_values(cls, values: Iterable[str]) -> LabelSet:
+        """The distinct values in natural order: numerically when every label is an integer
+        ("2" before "10"), else alphabetically."""
+        distinct = set(values)
+        if all(is_integer(label) for label in distinct):
+            return cls(sorted(distinct, key=lambda label: (int(label), label)))
+        return cls(sorted(distinct))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def index(self, label: str, source: str, split_key: str) -> int:
+        """The class id of `label`; `source` and `split_key` say where it came from if unknown."""
+        if label in self.ids:
+            return self.ids[label]
+        near = closest(label, self.labels, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise UserError(f"{source}: label {label!r} never appears in the training split (data.train.path), so the "
+                        f"model has no output for it; labels seen in training: {', '.join(self.labels)}.{hint} "
+                        f"Correct it in {split_key} or add training examples with that label.")
+
+    def to_json(self) -> list[str]:
+        return list(self.labels)
+
+    @classmethod
+    def from_json(cls, values: list) -> LabelSet:
+        if not isinstance(values, list) or not all(isinstance(label, str) for label in values):
+            raise UserError(f"A saved label set is a JSON list of label strings; found {values!r:.80}. The run's "
+                            "label file was edited or damaged; retrain or restore it.")
+        return cls(values)
+
+    def __repr__(self) -> str:
+        return f"LabelSet({self.labels!r})"
+
+
+def is_integer(label: str) -> bool:
+    try:
+        int(label)
+    except ValueError:
+        return False
+    return True
+
+
+# ----- encoding -----------------------------------------------------------------------------
+
+def encode_sequence(tokenizer: FoundryTokenizer, text: str, pair: str | None, max_length: int) -> dict[str, list[int]]:
+    """`cls text sep [pair sep]` cut to `max_length` (longer text first), with BERT's segment
+    ids: 0 up to and including the first sep, 1 for the pair after it."""
+    input_ids = tokenizer.encode_for_model(text, pair, max_length)
+    first_segment = input_ids.index(tokenizer.sep_id) + 1
+    token_type_ids = [0] * first_segment + [1] * (len(input_ids) - first_segment)
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids}
+
+
+def encode_words(tokenizer: FoundryTokenizer, words: list[str], max_length: int) -> tuple[list[int], list[int]]:
+    """`cls + sub-tokens of the words joined by spaces + sep`, at most `max_length` ids, and the
+    position of each word's first sub-token (-1 for a word truncation cut off, or one the
+    tokenizer produced no token for).
+
+    The words are encoded as one text, so each sub-token has the context the tokenizer saw in
+    pretraining; character offsets then tell which word each sub-token came from.
+    """
+    budget = max_length - 2
+    if budget < 1:
+        raise UserError(f"max_length {max_length} leaves no room for words after the two special tokens; "
+                        "raise tokenizer.max_length.")
+    text, word_of_char = join_words(words)
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    ids, offsets = ids[:budget], offsets[:budget]
+    word_starts = [-1] * len(words)
+    for position, (token_id, span) in enumerate(zip(ids, offsets), start=1):
+        word = token_word(tokenizer.id_to_token(token_id), span, text, word_of_char)
+        if word >= 0 and word_starts[word] < 0:
+            word_starts[word] = position
+    return [tokenizer.cls_id, *ids, tokenizer.sep_id], word_starts
+
+
+def join_words(words: list[str]) -> tuple[str, list[int]]:
+    """The words joined by single spaces, and for each character the index of its word (-1 for
+    the joining spaces)."""
+    word_of_char: list[int] = []
+    for index, word in enumerate(words):
+        if index:
+            word_of_char.append(-1)
+        word_of_char.extend([index] * len(word))
+    return " ".join(words), word_of_char
+
+
+def token_word(token: str | None, span: tuple[int, int], text: str, word_of_char: list[int]) -> int:
+    """The word a sub-token belongs to: that of the first non-space character it covers. Tokens
+    of spaces alone belong to none; unigram's lone `▁` is one of them although `tokenizers` gives
+    it the span of the character after it."""
+    if token is not None and not token.replace("▁", "").strip():
+        return -1
+    start, end = span
+    for char in range(start, end):
+        if not text[char].isspace():
+            return word_of_char[char]
+    return -1
