@@ -25,13 +25,24 @@ def tokenizer_train(args: Namespace) -> None:
 
 
 def new_experiment(args: Namespace) -> None:
-    from model_foundry.config.experiments import new_pretraining
+    from model_foundry.config.experiments import new_finetuning, new_pretraining
 
-    name = args.name or args.pretraining_name
-    if name is None:
-        raise UserError("Name the experiment: `foundry new pretraining NAME` (or `foundry new -p NAME`).")
-    path = new_pretraining(name, arch=args.arch, resume_from=args.resume_from, root=args.root)
-    print(f"Wrote {path}\nEdit it (data.train.path at least), then run: foundry train {name} -m pretraining")
+    finetuning = args.kind == "finetuning" or args.finetuning_name is not None
+    if finetuning:
+        name = args.name or args.finetuning_name
+        source = args.source or (args.pretraining_name if args.finetuning_name else None)
+        if name is None or source is None:
+            raise UserError("Name the experiment and its pretraining run: `foundry new finetuning NAME --from "
+                            "PRETRAIN` (or `foundry new -f NAME -p PRETRAIN`).")
+        path = new_finetuning(name, source, task=args.task, root=args.root)
+        kind = "finetuning"
+    else:
+        name = args.name or args.pretraining_name
+        if name is None:
+            raise UserError("Name the experiment: `foundry new pretraining NAME` (or `foundry new -p NAME`).")
+        path = new_pretraining(name, arch=args.arch, resume_from=args.resume_from, root=args.root)
+        kind = "pretraining"
+    print(f"Wrote {path}\nEdit it (data paths at least), then run: foundry train {name} -m {kind}")
 
 
 def train(args: Namespace) -> None:
@@ -55,6 +66,19 @@ def evaluate(args: Namespace) -> None:
 
     metrics = evaluate_run(args.run, split=args.split, checkpoint=args.checkpoint)
     print(json.dumps({"split": args.split, **metrics}, indent=2))
+
+
+def predict(args: Namespace) -> None:
+    from model_foundry.inference.predict import predict_run, write_predictions
+
+    rows = predict_run(args.run, input_path=args.input, text=args.text, threshold=args.threshold,
+                       checkpoint=args.checkpoint)
+    if args.output is None:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    else:
+        write_predictions(rows, args.output)
+        print(f"Wrote {len(rows)} predictions to {args.output}")
 
 
 def runs(args: Namespace) -> None:

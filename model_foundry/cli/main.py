@@ -55,12 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     tok_train.set_defaults(handler=commands.tokenizer_train)
 
     new = sub.add_parser("new", help="write an experiment's config.yaml from a commented template",
-                         description="foundry new pretraining NAME [--arch A] [--resume-from OLD]; "
-                                     "seed spellings: foundry new -p NAME [-rp OLD]")
-    new.add_argument("kind", nargs="?", choices=["pretraining"])
+                         description="foundry new pretraining NAME [--arch A] [--resume-from OLD] | "
+                                     "foundry new finetuning NAME --from PRETRAIN [--task T]; "
+                                     "seed spellings: foundry new -p NAME [-rp OLD] | foundry new -f NAME -p PRETRAIN")
+    new.add_argument("kind", nargs="?", choices=["pretraining", "finetuning"])
     new.add_argument("name", nargs="?")
-    new.add_argument("-p", "--pretraining", dest="pretraining_name", metavar="NAME")
-    new.add_argument("--arch", default="gpt", help="gpt | bert (default gpt)")
+    new.add_argument("-p", "--pretraining", dest="pretraining_name", metavar="NAME",
+                     help="a new pretraining experiment; with -f, the pretraining run to start from")
+    new.add_argument("-f", "--finetuning", dest="finetuning_name", metavar="NAME", help="a new finetuning experiment")
+    new.add_argument("--from", dest="source", metavar="PRETRAIN", help="finetuning: the pretraining run (name or dir)")
+    new.add_argument("--task", default="sequence_classification",
+                     help="finetuning: sequence_classification (default) | token_classification | sequence_scoring")
+    new.add_argument("--arch", default="gpt", help="pretraining: gpt | bert (default gpt)")
     new.add_argument("-rp", "--resume-from", dest="resume_from", metavar="OLD",
                      help="clone experiment OLD with resume_from pointing at its last checkpoint")
     new.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root")
@@ -81,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
     evaluate.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
     evaluate.set_defaults(handler=commands.evaluate)
+
+    predict = sub.add_parser("predict", help="predictions of a finetuned run (labels, scores or tags)")
+    predict.add_argument("run", help="run directory or experiment name")
+    predict.add_argument("--input", type=Path, metavar="FILE", help="examples in the run's data format")
+    predict.add_argument("--text", help="one text to predict (words split on spaces for token tasks)")
+    predict.add_argument("--output", type=Path, metavar="FILE", help="JSONL, or CSV by extension (default: stdout)")
+    predict.add_argument("--threshold", type=float, default=0.5, help="multi-label: probability to assign a label")
+    predict.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    predict.set_defaults(handler=commands.predict)
 
     runs = sub.add_parser("runs", help="table of runs with their results")
     runs.add_argument("root", nargs="?", type=Path, default=Path("experiments"))

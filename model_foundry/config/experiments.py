@@ -100,3 +100,37 @@ def clone_for_resume(name: str, old: str, root: Path) -> str:
               f"# training.resume_from loads {old}'s last checkpoint with its full state;\n"
               "# set training.load_only_model_state: true to take the weights only.\n")
     return header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+
+
+# Per finetuning task: the columns a user most likely has, and the metric that picks `best`.
+TASK_DEFAULTS = {
+    "sequence_classification": {"text_column": "text", "label_column": "label", "best_metric": "accuracy"},
+    "sequence_scoring": {"text_column": "text", "label_column": "score", "best_metric": "pearson"},
+    "token_classification": {"text_column": "tokens", "label_column": "upos", "best_metric": "token_accuracy"},
+}
+
+
+def new_finetuning(name: str, pretrain: str, task: str = "sequence_classification",
+                   root: Path = DEFAULT_ROOT) -> Path:
+    """Write `root/finetuning/NAME/config.yaml` starting from pretraining run PRETRAIN."""
+    from model_foundry.models.base import read_model_config
+    from model_foundry.training.transfer import resolve_init_checkpoint
+
+    if task not in TASK_DEFAULTS:
+        raise UserError(f"--task {task!r} is not a finetuning task; choose one of {', '.join(TASK_DEFAULTS)}.")
+    target = root / "finetuning" / name / "config.yaml"
+    if target.exists():
+        raise UserError(f"{target} already exists; choose another name or edit that file.")
+    source = pretrain if Path(pretrain).exists() else find_run(pretrain, root)
+    run_dir = Path(source).resolve()
+    checkpoint = resolve_init_checkpoint(str(run_dir))
+    backbone = read_model_config(checkpoint)
+    attention = backbone["config"].get("attention_type", "bidirectional")
+    template = resources.files("model_foundry.config").joinpath("templates/finetuning.yaml").read_text()
+    text = template.format(name=name, pretrain_name=Path(pretrain).name, output_dir=root.as_posix(),
+                           tokenizer=(run_dir / "tokenizer").as_posix(), checkpoint=run_dir.as_posix(),
+                           arch=backbone["architecture"], attention=attention, task=task,
+                           pooler="last" if attention == "causal" else "cls", **TASK_DEFAULTS[task])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return target

@@ -49,7 +49,7 @@ class DataSection(Section):
     train: SplitSection = SplitSection()
     val: SplitSection = SplitSection()
     test: SplitSection = SplitSection()
-    format: Literal["text", "jsonl", "csv", "tsv", "conllu", "pt"] | None = None
+    format: Literal["text", "jsonl", "csv", "tsv", "conllu", "conll", "pt"] | None = None
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -106,6 +106,27 @@ class TaskSection(Section):
     type: str | None = None
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
     pad_to_multiple_of: int | None = Field(None, ge=1)
+    # ---- finetuning tasks (sequence_classification, token_classification, sequence_scoring) ----
+    # The label set is read from the training split; num_labels, when given, must agree with it.
+    num_labels: int | None = Field(None, ge=1)
+    # Several labels per example: a JSON list in jsonl, or label_separator-joined text in tsv/csv.
+    multi_label: bool = False
+    label_separator: str = ","
+    # None: `last` for causal backbones, `cls` for bidirectional ones.
+    pooler: Literal["cls", "first", "last", "mean", "max", "attention", "gem"] | None = None
+    head: Literal["linear", "sequential"] = "linear"
+    head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # None: cross_entropy (bce when multi_label, mse for scoring).
+    criterion: Literal["cross_entropy", "bce", "mse", "bitempered"] | None = None
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weights: list[float] | None = None
+    bitempered_t1: float = Field(0.8, gt=0.0, le=1.0)
+    bitempered_t2: float = Field(1.2, ge=1.0)
+    # sequence_scoring: `sigmoid` bounds the score to [0, 1] (seed 000's scorer); `none` is plain regression.
+    score_activation: Literal["sigmoid", "none"] = "sigmoid"
+    # Rescale targets to [0, 1] with the training split's min and max (kept in the checkpoint, so
+    # predictions come back in the original scale). Needed with `sigmoid` for targets outside [0, 1].
+    normalize_targets: bool = True
 
     @field_validator("type")
     @classmethod
@@ -115,6 +136,36 @@ class TaskSection(Section):
         if name is not None and name not in TASKS:
             raise ValueError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
         return name
+
+
+class TransferSection(Section):
+    # A run directory, an experiment name or a checkpoint directory whose backbone weights start
+    # this run. The backbone's architecture and the tokenizer come from it too.
+    init_from_checkpoint: str | None = None
+    # Every backbone weight must be found in the checkpoint (the task head is always new).
+    strict: bool = True
+    freeze_transformer: bool = False
+    freeze_embeddings: bool = False
+    freeze_n_layers: int = Field(0, ge=0)
+    freeze_layer_indices: list[int] = []
+    # Unfreeze everything frozen above after this many epochs or optimizer steps (without a freeze
+    # flag, freeze_epochs freezes the whole backbone until then).
+    freeze_epochs: float | None = Field(None, gt=0.0)
+    unfreeze_at_iteration: int | None = Field(None, ge=1)
+    unfreeze_lr_multiplier: float = Field(1.0, gt=0.0)
+    head_lr_mult: float = Field(1.0, gt=0.0)
+    backbone_lr_mult: float = Field(1.0, gt=0.0)
+    # Layer-wise LR decay: block i (0 = first) of n gets the backbone LR x layer_lr_decay^(n - 1 - i),
+    # the embeddings x layer_lr_decay^n; the head keeps head_lr_mult.
+    layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)
+    reinit_n_layers: int = Field(0, ge=0)
+    remove_n_layers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def one_unfreeze_point(self) -> "TransferSection":
+        if self.freeze_epochs is not None and self.unfreeze_at_iteration is not None:
+            raise ValueError("set either freeze_epochs or unfreeze_at_iteration, not both")
+        return self
 
 
 class TrainingSection(Section):
@@ -169,4 +220,5 @@ class FoundryConfig(Section):
     model: ModelSection = ModelSection()
     task: TaskSection = TaskSection()
     training: TrainingSection = TrainingSection()
+    transfer: TransferSection = TransferSection()
     logging: LoggingSection = LoggingSection()

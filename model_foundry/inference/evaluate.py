@@ -14,7 +14,7 @@ from model_foundry.training.run import cache_directory
 from model_foundry.training.trainer import evaluate_stream
 
 
-def evaluate_run(run: str | Path, split: str = "val", checkpoint: str = "best") -> dict[str, float]:
+def evaluate_run(run: str | Path, split: str = "val", checkpoint: str = "best") -> dict:
     """Rebuild the run's task and data from its resolved config and evaluate one checkpoint."""
     from model_foundry.models import BaseLanguageModel
 
@@ -25,7 +25,8 @@ def evaluate_run(run: str | Path, split: str = "val", checkpoint: str = "best") 
     config = load_config(resolved).config
     task = build_task(config, load_tokenizer(run_dir))
     model = BaseLanguageModel.from_pretrained(checkpoint_of(run_dir, checkpoint))
-    dataset = getattr(task.build_datasets(cache_directory(config), model.config.block_size), split)
+    task.use_trained_model(model)
+    dataset = getattr(task.build_datasets(cache_directory(config)), split)
     if dataset is None:
         raise UserError(f"Run {run_dir} has no {split} split; set data.{split}.path in its config "
                         "(or data.val_fraction for val).")

@@ -1,4 +1,4 @@
-"""Models: transformer backbones, the GPT and BERT architectures, their registry and factory.
+"""Models: transformer backbones, GPT and BERT, task heads and poolers, the registry and factory.
 
 Importing this package registers the built-in architectures, so `create_model("gpt", ...)` and
 `BaseLanguageModel.from_pretrained(directory)` work right away.
@@ -7,8 +7,10 @@ from model_foundry.models.backbones.transformer import TransformerConfig
 from model_foundry.models.base import BaseLanguageModel, ModelOutput
 from model_foundry.models.bert import Bert, BertConfig
 from model_foundry.models.gpt import GPT, GPTConfig
-from model_foundry.models.registry import (ARCHITECTURES, PRESETS, create_model, get_architecture,
+from model_foundry.models.registry import (ARCHITECTURES, PRESETS, create_config, create_model, get_architecture,
                                            register_architecture)
+from model_foundry.models.task_model import TaskHeadConfig, TaskModel
 
 __all__ = ["ARCHITECTURES", "PRESETS", "BaseLanguageModel", "Bert", "BertConfig", "GPT", "GPTConfig",
-           "ModelOutput", "TransformerConfig", "create_model", "get_architecture", "register_architecture"]
+           "ModelOutput", "TaskHeadConfig", "TaskModel", "TransformerConfig", "create_config", "create_model",
+           "get_architecture", "register_architecture"]

@@ -127,6 +127,26 @@ class BaseLanguageModel(nn.Module, ABC):
         self.tie_weights()
         return new
 
+    # ---- freezing (seed 000's API) -----------------------------------------------------------------
+    def freeze_transformer_weights(self) -> None:
+        """Freeze the whole backbone: only the head (and anything outside `backbone`) trains."""
+        self.backbone.requires_grad_(False)
+
+    def unfreeze_transformer_weights(self) -> None:
+        self.backbone.requires_grad_(True)
+
+    def get_frozen_status(self) -> dict[str, Any]:
+        """Which parts are frozen: embeddings, each block, everything else; and parameter counts."""
+        blocks = [not any(p.requires_grad for p in block.parameters()) for block in self.backbone.blocks]
+        embeddings = [p for n, p in self.backbone.named_parameters() if "embedding" in n.split(".")[0]]
+        rest = [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+        return {"embeddings_frozen": bool(embeddings) and not any(p.requires_grad for p in embeddings),
+                "frozen_blocks": [i for i, frozen in enumerate(blocks) if frozen],
+                "backbone_frozen": not any(p.requires_grad for p in self.backbone.parameters()),
+                "head_frozen": bool(rest) and not any(p.requires_grad for p in rest),
+                "trainable_params": self.get_parameter_count(trainable_only=True),
+                "frozen_params": self.get_parameter_count() - self.get_parameter_count(trainable_only=True)}
+
     def get_parameter_count(self, trainable_only: bool = False) -> int:
         """Number of parameters; a tied weight counts once."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -155,6 +175,10 @@ class BaseLanguageModel(nn.Module, ABC):
         """
         directory = Path(directory)
         meta = read_model_config(directory)
+        if "task_head" in meta:  # a finetuned backbone with its task head
+            from model_foundry.models.task_model import TaskModel
+
+            return TaskModel.from_model_config(directory, meta)
         arch = get_architecture(meta["architecture"])
         if not issubclass(arch, cls):
             raise UserError(f"{directory / CONFIG_FILE} holds a {meta['architecture']!r} model, "

@@ -52,15 +52,21 @@ def create_model(architecture: str | Any, preset: str | None = None, **values: A
     `preset` (small, base, large) and then `values` override its settings. Unknown keys and
     invalid values raise `UserError`.
     """
+    cls, config = create_config(architecture, preset, **values)
+    return cls(config)
+
+
+def create_config(architecture: str | Any, preset: str | None = None, **values: Any) -> tuple[type[BaseLanguageModel], Any]:
+    """The architecture class and its config, built as `create_model` builds them (no weights)."""
     if is_dataclass(architecture) and not isinstance(architecture, type):
         cls = architecture_of_config(architecture)
         overrides = {**preset_values(cls, preset), **values}
         check_keys(cls, overrides)
-        return cls(replace(architecture, **overrides) if overrides else architecture)
+        return cls, replace(architecture, **overrides) if overrides else architecture
     cls = get_architecture(architecture)
     settings = {**preset_values(cls, preset), **values}
     check_keys(cls, settings)
-    return cls(cls.config_class(**settings))
+    return cls, cls.config_class(**settings)
 
 
 def architecture_of_config(config: Any) -> type[BaseLanguageModel]:

@@ -46,8 +46,8 @@ class Task(ABC):
         """A fresh model for this task (weights from a checkpoint are loaded by the caller)."""
 
     @abstractmethod
-    def build_datasets(self, cache_dir: Path, max_length: int) -> DatasetSplits:
-        """Train, val and test datasets from the config's data section, rows at most `max_length` long."""
+    def build_datasets(self, cache_dir: Path) -> DatasetSplits:
+        """Train, val and test datasets from the config's data section, rows as long as the model takes."""
 
     @abstractmethod
     def collator(self) -> Callable:
@@ -57,6 +57,9 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, batches: Iterable[dict],
                  autocast: AbstractContextManager) -> dict[str, float]:
         """Metrics over `batches` (already on the model's device), with `metric_names` as keys."""
+
+    def use_trained_model(self, model: nn.Module) -> None:
+        """Adopt what a trained model knows about the task (its labels) before evaluating it."""
 
     def count_targets(self, batch: dict) -> int:
         """How many targets a batch holds; gradient accumulation weighs micro-batches by it."""

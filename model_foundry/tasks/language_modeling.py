@@ -19,7 +19,7 @@ from model_foundry.data import (CausalLMCollator, CausalWindows, MaskedLMCollato
                                 guess_format, load_tensor_file, resolve_paths, split_train_val,
                                 tokenize_to_cache)
 from model_foundry.errors import UserError
-from model_foundry.models import create_model
+from model_foundry.models.registry import create_config
 from model_foundry.tasks.base import DatasetSplits, Task, language_model_metrics
 from model_foundry.tasks.registry import register_task
 
@@ -29,18 +29,22 @@ class LanguageModelingTask(Task):
 
     causal: bool
 
-    def build_model(self) -> nn.Module:
+    def model_settings(self):
+        """(architecture class, config) from the model section, sized to the tokenizer."""
         model_cfg = self.config.model
-        return create_model(model_cfg.architecture, preset=model_cfg.preset,
-                            vocab_size=self.tokenizer.vocab_size, pad_token_id=self.tokenizer.pad_id,
-                            **model_cfg.architecture_values())
+        return create_config(model_cfg.architecture, model_cfg.preset, vocab_size=self.tokenizer.vocab_size,
+                             pad_token_id=self.tokenizer.pad_id, **model_cfg.architecture_values())
 
-    def build_datasets(self, cache_dir: Path, max_length: int) -> DatasetSplits:
+    def build_model(self) -> nn.Module:
+        cls, settings = self.model_settings()
+        return cls(settings)
+
+    def build_datasets(self, cache_dir: Path) -> DatasetSplits:
         data = self.config.data
         if data.train.path is None:
             raise UserError("data.train.path is not set: a pretraining run needs a training corpus "
                             "(a text, jsonl, csv or .pt file, a glob, or a list of files).")
-        block = max_length
+        block = self.model_settings()[1].block_size
         train_paths = resolve_paths(data.train.path, "data.train.path")
         fmt = data.format or guess_format(train_paths[0])
         if fmt == "pt":

@@ -8,27 +8,36 @@ rate to `scale x base rate`, so per-group ratios survive every schedule.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split trainable parameters into `decay` and `no_decay` groups."""
+GroupOf = Callable[[str], tuple[str | None, float, str]]
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, group_of: GroupOf | None = None) -> list[dict]:
+    """Split parameters into named groups: `decay` / `no_decay`, times the label `group_of` gives.
+
+    `group_of(name) -> (label, lr_scale, part)` sorts parameters by part of the model (head,
+    backbone, one block); a None label means a single group per decay kind. Frozen parameters are
+    included: without a gradient AdamW skips them, and they train as soon as they are unfrozen.
+    """
     embedding_params = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    decay, no_decay = [], []
+    groups: dict[str, dict] = {}
     seen: set[int] = set()
-    for param in model.parameters():
-        if not param.requires_grad or id(param) in seen:
+    for name, param in model.named_parameters():
+        if id(param) in seen:
             continue
         seen.add(id(param))
-        if param.dim() >= 2 and id(param) not in embedding_params:
-            decay.append(param)
-        else:
-            no_decay.append(param)
-    groups = [{"name": "decay", "params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
-              {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
-    return [g for g in groups if g["params"]]
+        label, scale, part = group_of(name) if group_of else (None, 1.0, "all")
+        kind = "decay" if param.dim() >= 2 and id(param) not in embedding_params else "no_decay"
+        group_name = kind if label is None else f"{label}_{kind}"
+        group = groups.setdefault(group_name, {"name": group_name, "params": [], "lr_scale": scale, "part": part,
+                                               "weight_decay": weight_decay if kind == "decay" else 0.0})
+        group["params"].append(param)
+    return list(groups.values())
 
 
 def build_optimizer(groups: list[dict], lr: float, betas: tuple[float, float],

@@ -23,6 +23,7 @@ from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.results import write_results, write_run_info
 from model_foundry.training.trainer import Trainer
+from model_foundry.training.transfer import load_backbone_weights, reinit_last_layers, resolve_init_checkpoint
 from model_foundry.training.weights import load_weights
 
 
@@ -41,7 +42,7 @@ def run_training(config_or_path: str | Path | dict | FoundryConfig,
         override_map = add_override(override_map, "experiment.kind", mode)
     loaded = load_config(config_or_path, override_map)
     run_dir = run_directory(loaded.config, out)
-    config = absolute_paths(loaded.config)
+    config = architecture_from_init_checkpoint(absolute_paths(loaded.config))
     prepare_run_directory(run_dir, config, loaded.path)
     run_info = write_run_info(run_dir, config, started=True)
     seed_everything(config.experiment.seed)
@@ -71,9 +72,14 @@ def build_trainer(config: FoundryConfig, run_dir: Path) -> Trainer:
     """Tokenizer, task, model and data for a run, with its checkpoint restored when resuming."""
     tokenizer = obtain_tokenizer(config, run_dir)
     task = build_task(config, tokenizer)
+    splits = task.build_datasets(cache_directory(config))
     model = task.build_model()
-    splits = task.build_datasets(cache_directory(config), model.config.block_size)
     start_from = checkpoint_to_start_from(config, run_dir)
+    if config.transfer.init_from_checkpoint and (start_from is None or not start_from.full_state):
+        load_backbone_weights(model, resolve_init_checkpoint(config.transfer.init_from_checkpoint),
+                              strict=config.transfer.strict)
+    if config.transfer.reinit_n_layers:
+        reinit_last_layers(model, config.transfer.reinit_n_layers)
     if start_from is not None:
         load_weights(model, start_from.path, strict=config.training.strict)
     trainer = Trainer(config, model, task, splits, run_dir)
@@ -108,6 +114,17 @@ def absolute_paths(config: FoundryConfig) -> FoundryConfig:
     return config
 
 
+def architecture_from_init_checkpoint(config: FoundryConfig) -> FoundryConfig:
+    """Fill `model.architecture` from `transfer.init_from_checkpoint` when the config leaves it unset,
+    so the resolved config names the backbone the run really has."""
+    init = config.transfer.init_from_checkpoint
+    if init and "architecture" not in config.model.model_fields_set:
+        from model_foundry.models.base import read_model_config
+
+        config.model.architecture = read_model_config(resolve_init_checkpoint(init))["architecture"]
+    return config
+
+
 def prepare_run_directory(run_dir: Path, config: FoundryConfig, config_path: Path | None) -> None:
     """Refuse to overwrite a run's checkpoints unless resuming; copy the user's config in."""
     checkpoint_root = run_dir / "checkpoints"
@@ -137,11 +154,17 @@ def obtain_tokenizer(config: FoundryConfig, run_dir: Path) -> FoundryTokenizer:
     """
     own = run_dir / "tokenizer"
     tok_cfg = config.tokenizer
-    if tok_cfg.path is not None:
+    if tok_cfg.path is not None and not config.transfer.init_from_checkpoint:
         tokenizer = FoundryTokenizer.load(tok_cfg.path)
     elif (own / "tokenizer.json").is_file():
         tokenizer = FoundryTokenizer.load(own)
-    elif config.training.resume_from and (source := source_run_tokenizer(config.training.resume_from)):
+    elif config.transfer.init_from_checkpoint and (source := source_run_tokenizer(
+            resolve_init_checkpoint(config.transfer.init_from_checkpoint))):
+        tokenizer = FoundryTokenizer.load(source)
+    elif tok_cfg.path is not None:
+        tokenizer = FoundryTokenizer.load(tok_cfg.path)
+    elif config.training.resume_from and (source := source_run_tokenizer(
+            ckpt.resolve_checkpoint(config.training.resume_from, "training.resume_from"))):
         tokenizer = FoundryTokenizer.load(source)
     else:
         tokenizer = train_new_tokenizer(config)
@@ -150,9 +173,8 @@ def obtain_tokenizer(config: FoundryConfig, run_dir: Path) -> FoundryTokenizer:
     return tokenizer
 
 
-def source_run_tokenizer(resume_from: str) -> Path | None:
-    """The tokenizer of the run a `resume_from` checkpoint belongs to, so the vocabulary matches."""
-    checkpoint = ckpt.resolve_checkpoint(resume_from, "training.resume_from")
+def source_run_tokenizer(checkpoint: Path) -> Path | None:
+    """The tokenizer of the run a checkpoint belongs to, so the vocabulary matches."""
     for candidate in (checkpoint.parent.parent / "tokenizer", checkpoint.parent / "tokenizer"):
         if (candidate / "tokenizer.json").is_file():
             return candidate

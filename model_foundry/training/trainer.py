@@ -31,10 +31,11 @@ from model_foundry.training.optimizer import build_optimizer, parameter_groups
 from model_foundry.training.precision import autocast, make_grad_scaler, resolve_device, resolve_precision
 from model_foundry.training.progress import Progress
 from model_foundry.training.schedules import make_schedule
+from model_foundry.training.transfer import TransferPlan
 
 
 def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device,
-                    precision: str, limit: int | None = None) -> dict[str, float]:
+                    precision: str, limit: int | None = None) -> dict:
     """The task's metrics over one ordered pass of `stream` (its first `limit` batches, or all)."""
     batches = (move_to(b, device) for i, b in enumerate(stream.one_pass()) if limit is None or i < limit)
     was_training = model.training
@@ -81,8 +82,10 @@ class Trainer:
                                                drop_last=False)
                              for name, ds in (("val", splits.val), ("test", splits.test)) if ds is not None}
         self.total_steps = self.resolve_total_steps()
-        self.optimizer = build_optimizer(parameter_groups(self.model, tc.weight_decay), tc.learning_rate,
-                                         (tc.beta1, tc.beta2), self.device)
+        steps_per_epoch = self.train_stream.batches_per_epoch / tc.gradient_accumulation_steps
+        self.transfer = TransferPlan(config.transfer, self.model, steps_per_epoch)
+        self.optimizer = build_optimizer(parameter_groups(self.model, tc.weight_decay, self.transfer.group_of),
+                                         tc.learning_rate, (tc.beta1, tc.beta2), self.device)
         self.schedule = make_schedule(tc.lr_schedule, tc.learning_rate, tc.min_lr, self.total_steps,
                                       tc.warmup_steps, tc.warmup_ratio)
         self.scaler = make_grad_scaler(self.device, self.precision)
@@ -139,6 +142,9 @@ class Trainer:
                     self.save("last")
                     progress.message(f"Saved checkpoints/last at step {self.counters.step}.")
                     raise TrainingInterrupted(self.stop_signal)
+                if self.transfer.apply(self.counters.step, self.optimizer):
+                    progress.message(f"step {self.counters.step}: unfreezing the backbone "
+                                     f"(its LR x {self.config.transfer.unfreeze_lr_multiplier}).")
                 lr = self.schedule.apply(self.optimizer, self.counters.step)
                 loss, tokens = self.train_step()
                 self.counters.step += 1
@@ -212,7 +218,7 @@ class Trainer:
         return row
 
     # ---- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, split: str, limit: int | None = None) -> dict[str, float]:
+    def evaluate(self, split: str, limit: int | None = None) -> dict:
         """The task's metrics on a split (the first `limit` batches of a fixed order, or all)."""
         return evaluate_stream(self.task, self.model, self.eval_streams[split], self.device, self.precision, limit)
 
@@ -223,7 +229,11 @@ class Trainer:
         step = self.counters.step
         metrics = self.evaluate("val", self.config.training.eval_iters)
         logger.log_eval(step, "val", metrics)
-        progress.message(f"step {step}: " + " | ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
+        progress.message(f"step {step}: " + " | ".join(f"val {k} {v:.4f}" for k, v in metrics.items()
+                                                      if isinstance(v, (int, float))))
+        if self.best_metric not in metrics:
+            raise UserError(f"training.best_metric {self.best_metric!r} is not among the metrics of this data "
+                            f"({', '.join(k for k, v in metrics.items() if isinstance(v, float))}).")
         value = metrics[self.best_metric]
         best = self.counters.best_metric
         improved = best is None or (value > best if metric_is_maximised(self.best_metric) else value < best)

@@ -1,0 +1,114 @@
+"""A pretrained backbone with a task head: sequence classification, token classification, scoring.
+
+The backbone is any registered architecture's `backbone` (it maps ids to hidden states and knows
+nothing of tasks); a pooler turns a sequence of hidden states into one vector for sequence tasks;
+a head maps hidden states to outputs; a criterion turns outputs and labels into the loss. The
+weights keep the backbone's names (`backbone.*`), so a pretraining checkpoint loads into a task
+model directly and its language-model head is simply left behind.
+
+`model_config.json` of a task model records the backbone (`architecture`, `config`) and the head
+(`task_head`): the label names and the scoring range travel with every checkpoint, so a saved
+model predicts in the user's labels and scale without the run directory around it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from model_foundry.errors import UserError
+from model_foundry.models.base import (CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, BaseLanguageModel, ModelOutput,
+                                       config_from_dict, init_normal, load_weights)
+from model_foundry.models.heads import make_criterion, make_head, make_pooler
+from model_foundry.models.registry import get_architecture
+
+SEQUENCE_TASKS = ("sequence_classification", "sequence_scoring")
+TASK_TYPES = (*SEQUENCE_TASKS, "token_classification")
+
+
+@dataclass
+class TaskHeadConfig:
+    """Everything about the head that a saved task model needs to rebuild and to report predictions."""
+
+    task: str
+    num_outputs: int
+    labels: list[str] | None = None  # class names, index = output; None for scoring
+    multi_label: bool = False
+    pooler: str | None = None  # sequence tasks only
+    head: str = "linear"
+    head_dropout: float = 0.1
+    criterion: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    class_weights: list[float] | None = None
+    bitempered_t1: float = 0.8
+    bitempered_t2: float = 1.2
+    score_activation: str = "none"  # scoring: "sigmoid" bounds scores to [0, 1]
+    target_range: list[float] | None = None  # scoring targets were mapped from [min, max] to [0, 1]
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_TYPES:
+            raise UserError(f"task {self.task!r} has no task head; heads exist for {', '.join(TASK_TYPES)}.")
+        if self.task in SEQUENCE_TASKS and self.pooler is None:
+            raise UserError(f"task {self.task!r} needs a pooler (task.pooler).")
+
+
+class TaskModel(BaseLanguageModel):
+    """backbone -> (pooler) -> head -> criterion. `logits` are per class, per token, or the score."""
+
+    model_type = "task"
+    default_task = "sequence_classification"
+    supports_generation = False
+
+    def __init__(self, architecture: str, backbone_config: Any, head_config: TaskHeadConfig):
+        super().__init__(backbone_config)
+        self.architecture_name = architecture  # the backbone's architecture, recorded in checkpoints
+        self.head_config = head_config
+        self.backbone = get_architecture(architecture)(backbone_config).backbone
+        hidden = self.backbone.hidden_size
+        self.pooler = make_pooler(head_config.pooler, hidden) if head_config.task in SEQUENCE_TASKS else None
+        self.head = make_head(head_config.head, hidden, head_config.num_outputs, head_config.head_dropout)
+        self.criterion = make_criterion(head_config.criterion, label_smoothing=head_config.label_smoothing,
+                                        class_weights=head_config.class_weights, t1=head_config.bitempered_t1,
+                                        t2=head_config.bitempered_t2)
+        self.head.apply(init_normal)
+        if self.pooler is not None:
+            self.pooler.apply(init_normal)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
+        hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        if self.pooler is not None:
+            hidden = self.pooler(hidden, attention_mask)
+        logits = self.head(hidden)
+        if self.head_config.task == "sequence_scoring":
+            logits = logits.squeeze(-1).float()
+            if self.head_config.score_activation == "sigmoid":
+                logits = torch.sigmoid(logits)
+        loss = self.criterion(logits, labels) if labels is not None else None
+        return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        safetensors.torch.save_model(self, str(directory / WEIGHTS_FILE))
+        meta = {"format_version": FORMAT_VERSION, "architecture": self.architecture_name,
+                "config": asdict(self.config), "task_head": asdict(self.head_config)}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_model_config(cls, directory: Path, meta: dict) -> TaskModel:
+        """Rebuild a saved task model from its parsed `model_config.json` and load its weights."""
+        path = directory / CONFIG_FILE
+        arch = get_architecture(meta["architecture"])
+        try:
+            head_config = TaskHeadConfig(**meta["task_head"])
+        except TypeError as exc:
+            raise UserError(f"{path}: 'task_head' does not describe a task head ({exc}).") from None
+        model = cls(arch.architecture_name, config_from_dict(arch, meta["config"], path), head_config)
+        load_weights(model, directory / WEIGHTS_FILE)
+        return model.eval()

@@ -1,0 +1,198 @@
+"""What the finetuning tasks share: the backbone they start from, the head they add, their data.
+
+A finetuning task builds a `TaskModel`: the backbone of the architecture (and settings) recorded
+in `transfer.init_from_checkpoint`, or of `model.*` when training from scratch, plus the head the
+`task` section describes. The label set (or the scoring range) is read from the training split
+and stored in the model's head config, so every checkpoint knows its labels.
+"""
+from __future__ import annotations
+
+import sys
+from abc import abstractmethod
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from model_foundry.data import LabelledCollator, LabelSet, guess_format, resolve_paths
+from model_foundry.errors import UserError
+from model_foundry.models.base import read_model_config
+from model_foundry.models.registry import create_config
+from model_foundry.models.task_model import TaskHeadConfig, TaskModel
+from model_foundry.tasks.base import DatasetSplits, Task
+
+SPLIT_KEYS = {"train": "data.train.path", "val": "data.val.path", "test": "data.test.path"}
+
+
+class EncodedExamples(Dataset):
+    """Examples already turned into model inputs (lists of ids and a label), kept in memory."""
+
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def backbone_settings(config, tokenizer) -> tuple[str, Any]:
+    """(architecture, config) of the backbone: the init checkpoint's, with explicit `model.*` keys on top."""
+    model_cfg, transfer = config.model, config.transfer
+    values = model_cfg.architecture_values()
+    preset = model_cfg.preset
+    if transfer.init_from_checkpoint:
+        from model_foundry.training.transfer import resolve_init_checkpoint
+
+        checkpoint = resolve_init_checkpoint(transfer.init_from_checkpoint)
+        meta = read_model_config(checkpoint)
+        if "architecture" in model_cfg.model_fields_set and model_cfg.architecture != meta["architecture"]:
+            raise UserError(f"model.architecture is {model_cfg.architecture!r}, but transfer.init_from_checkpoint "
+                            f"({checkpoint}) holds a {meta['architecture']!r} backbone; remove model.architecture "
+                            "or make them agree.")
+        architecture, values, preset = meta["architecture"], {**meta["config"], **values}, None
+    else:
+        architecture = model_cfg.architecture
+        values = {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_id, **values}
+    cls, settings = create_config(architecture, preset, **values)
+    if transfer.remove_n_layers:
+        if transfer.remove_n_layers >= settings.n_layer:
+            raise UserError(f"transfer.remove_n_layers is {transfer.remove_n_layers}, but the backbone has only "
+                            f"{settings.n_layer} blocks; at least one must remain.")
+        settings.n_layer -= transfer.remove_n_layers
+    if settings.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"The tokenizer has {tokenizer.vocab_size} tokens but the backbone only {settings.vocab_size} "
+                        "embeddings; finetune with the tokenizer of the run the backbone comes from.")
+    return cls.architecture_name, settings
+
+
+class FinetuningTask(Task):
+    """Base of sequence classification, scoring and token classification."""
+
+    default_criterion = "cross_entropy"
+
+    def __init__(self, config, tokenizer):
+        super().__init__(config, tokenizer)
+        self.architecture, self.backbone_config = backbone_settings(config, tokenizer)
+        self.label_set: LabelSet | None = None
+        self.target_range: list[float] | None = None
+
+    # ---- what each task defines ----------------------------------------------------------------------
+    @abstractmethod
+    def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list:
+        """Examples of one file (SequenceExample or TokenExample)."""
+
+    @abstractmethod
+    def fit_labels(self, examples: list) -> None:
+        """Learn the label set (or target range) from the training examples."""
+
+    @abstractmethod
+    def encode(self, example, split_key: str | None) -> dict:
+        """Model inputs of one example; its label too when `split_key` names the split it comes from."""
+
+    @abstractmethod
+    def head_config(self) -> TaskHeadConfig:
+        """The head this task puts on the backbone."""
+
+    @abstractmethod
+    def metrics(self, outputs: list[torch.Tensor], batches: list[dict]) -> dict:
+        """The task's metrics from the model outputs and their batches (labels included)."""
+
+    # ---- shared ----------------------------------------------------------------------------------------
+    @property
+    def is_causal(self) -> bool:
+        return self.backbone_config.attention_type == "causal"
+
+    @property
+    def uses_token_types(self) -> bool:
+        return getattr(self.backbone_config, "type_vocab_size", 0) > 0
+
+    @property
+    def max_length(self) -> int:
+        block = self.backbone_config.block_size
+        wanted = self.config.tokenizer.max_length
+        return min(wanted, block) if wanted else block
+
+    def default_pooler(self) -> str:
+        """SPEC: `last` for causal backbones (only the last token has seen the whole input), `cls` otherwise."""
+        return self.config.task.pooler or ("last" if self.is_causal else "cls")
+
+    def build_model(self) -> nn.Module:
+        return TaskModel(self.architecture, self.backbone_config, self.head_config())
+
+    def use_trained_model(self, model: TaskModel) -> None:
+        """Adopt the labels (or scoring range) a trained model was saved with, for eval and predict."""
+        head = model.head_config
+        self.label_set = LabelSet(head.labels) if head.labels is not None else None
+        self.target_range = head.target_range
+
+    def split_files(self, split: str) -> tuple[list[Path], str] | None:
+        spec = getattr(self.config.data, split).path
+        if spec is None:
+            return None
+        paths = resolve_paths(spec, SPLIT_KEYS[split])
+        return paths, self.config.data.format or guess_format(paths[0])
+
+    def examples_of(self, split: str) -> list | None:
+        found = self.split_files(split)
+        if found is None:
+            return None
+        paths, fmt = found
+        return [e for path in paths for e in self.read_examples(path, fmt, require_labels=True)]
+
+    def build_datasets(self, cache_dir: Path) -> DatasetSplits:
+        if self.config.data.train.path is None:
+            raise UserError("data.train.path is not set: a finetuning run needs labelled training data.")
+        train = self.examples_of("train")
+        if self.label_set is None and self.target_range is None:
+            self.fit_labels(train)
+        splits = {"train": train, "val": self.examples_of("val"), "test": self.examples_of("test")}
+        encoded = {name: EncodedExamples([self.encode(e, SPLIT_KEYS[name]) for e in examples])
+                   if examples else None for name, examples in splits.items()}
+        print(f"Finetuning data: " + ", ".join(f"{name} {len(ds)}" for name, ds in encoded.items() if ds)
+              + " examples.", file=sys.stderr)
+        return DatasetSplits(encoded["train"], encoded["val"], encoded["test"])
+
+    def collator(self):
+        return LabelledCollator(pad_id=self.tokenizer.pad_id, pad_to_multiple_of=self.config.task.pad_to_multiple_of)
+
+    def criterion(self) -> str:
+        return self.config.task.criterion or self.default_criterion
+
+    def evaluate(self, model: nn.Module, batches: Iterable[dict],
+                 autocast: AbstractContextManager) -> dict:
+        outputs, kept, loss_sum, count = [], [], 0.0, 0
+        for batch in batches:
+            with autocast:
+                output = model(**batch)
+            size = self.count_targets(batch)
+            loss_sum += float(output.loss.float()) * size
+            count += size
+            outputs.append(output.logits.float().cpu())
+            kept.append({k: v.cpu() for k, v in batch.items()})
+        if count == 0:
+            raise UserError("The evaluation split has no labelled examples.")
+        return {"loss": loss_sum / count, **self.metrics(outputs, kept)}
+
+    def count_targets(self, batch: dict) -> int:
+        labels = batch["labels"]
+        if labels.dtype == torch.long:
+            return int((labels != -100).sum())
+        return labels.shape[0]
+
+    @abstractmethod
+    def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device) -> list[dict]:
+        """Prediction fields (label and probabilities, score, or tags) for each example, in order."""
+
+    def batches_of(self, examples: list, batch_size: int, device: torch.device):
+        """(examples, model-ready batch) pairs for prediction, in order."""
+        collate = self.collator()
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start:start + batch_size]
+            batch = collate([self.encode(e, None) for e in chunk])
+            yield chunk, {k: v.to(device) for k, v in batch.items() if k != "word_starts"}, batch

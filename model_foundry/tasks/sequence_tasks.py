@@ -1,0 +1,179 @@
+"""Sequence-level finetuning: classification (single- or multi-label) and scoring.
+
+One text (or a `text_pair_column` pair) in, one prediction out: the pooler picks or summarises
+the backbone's hidden states, the head maps them to classes or to one score.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+
+import torch
+
+from model_foundry.data import SequenceExample, encode_sequence, read_sequence_examples
+from model_foundry.data.labelled import LabelSet
+from model_foundry.errors import UserError
+from model_foundry.models.task_model import TaskHeadConfig, TaskModel
+from model_foundry.tasks.finetuning import FinetuningTask
+from model_foundry.tasks.metrics import classification_metrics, multilabel_metrics, scoring_metrics
+from model_foundry.tasks.registry import register_task
+
+
+class SequenceTask(FinetuningTask):
+    """Reading and encoding texts (and pairs); the label handling is each subclass's."""
+
+    def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list[SequenceExample]:
+        data = self.config.data
+        return read_sequence_examples(path, fmt, text_column=data.text_column, pair_column=data.text_pair_column,
+                                      label_column=data.label_column, require_labels=require_labels)
+
+    def encode(self, example: SequenceExample, split_key: str | None) -> dict:
+        item = encode_sequence(self.tokenizer, example.text, example.pair, self.max_length)
+        if not self.uses_token_types:
+            item.pop("token_type_ids")
+        if split_key is not None:
+            item["labels"] = self.encode_label(example, split_key)
+        return item
+
+    @abstractmethod
+    def encode_label(self, example: SequenceExample, split_key: str):
+        """The label of `example` as the model's target (class id, 0/1 vector or score)."""
+
+    def head_settings(self) -> dict:
+        task = self.config.task
+        return {"pooler": self.default_pooler(), "head": task.head, "head_dropout": task.head_dropout,
+                "criterion": self.criterion(), "label_smoothing": task.label_smoothing,
+                "class_weights": task.class_weights, "bitempered_t1": task.bitempered_t1,
+                "bitempered_t2": task.bitempered_t2}
+
+
+@register_task("sequence_classification")
+class SequenceClassificationTask(SequenceTask):
+    metric_names = ("loss", "accuracy", "f1_macro", "f1_micro")
+    default_best_metric = "accuracy"
+
+    @property
+    def multi_label(self) -> bool:
+        return self.config.task.multi_label
+
+    @property
+    def default_criterion(self) -> str:
+        return "bce" if self.multi_label else "cross_entropy"
+
+    def labels_of(self, example: SequenceExample) -> list[str]:
+        if isinstance(example.label, list):
+            return example.label
+        if self.multi_label:
+            return [part.strip() for part in example.label.split(self.config.task.label_separator) if part.strip()]
+        return [example.label]
+
+    def fit_labels(self, examples: list[SequenceExample]) -> None:
+        self.label_set = LabelSet.from_values(label for e in examples for label in self.labels_of(e))
+        wanted = self.config.task.num_labels
+        if wanted is not None and wanted != len(self.label_set):
+            raise UserError(f"task.num_labels is {wanted}, but the training split has {len(self.label_set)} labels "
+                            f"({', '.join(self.label_set.labels)}); remove task.num_labels or fix the data.")
+        weights = self.config.task.class_weights
+        if weights is not None and len(weights) != len(self.label_set):
+            raise UserError(f"task.class_weights has {len(weights)} values for {len(self.label_set)} labels "
+                            f"({', '.join(self.label_set.labels)}).")
+
+    def encode_label(self, example: SequenceExample, split_key: str):
+        ids = [self.label_set.index(label, example.source, split_key) for label in self.labels_of(example)]
+        if not self.multi_label:
+            return ids[0]
+        vector = [0.0] * len(self.label_set)
+        for i in ids:
+            vector[i] = 1.0
+        return vector
+
+    def head_config(self) -> TaskHeadConfig:
+        return TaskHeadConfig(task="sequence_classification", num_outputs=len(self.label_set),
+                              labels=self.label_set.labels, multi_label=self.multi_label, **self.head_settings())
+
+    def metrics(self, outputs: list[torch.Tensor], batches: list[dict]) -> dict:
+        logits = torch.cat(outputs)
+        targets = torch.cat([b["labels"] for b in batches])
+        labels = self.label_set.labels
+        if self.multi_label:
+            return multilabel_metrics((torch.sigmoid(logits) > 0.5).int().numpy(), targets.int().numpy(), labels)
+        return classification_metrics(logits.argmax(-1).tolist(), targets.tolist(), labels)
+
+    def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device,
+                threshold: float = 0.5) -> list[dict]:
+        labels = self.label_set.labels
+        rows = []
+        for _, batch, _ in self.batches_of(examples, batch_size, device):
+            logits = model(**batch).logits.float()
+            probabilities = torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)
+            for row in probabilities.tolist():
+                named = {label: round(p, 6) for label, p in zip(labels, row)}
+                if self.multi_label:
+                    rows.append({"labels": [lab for lab, p in named.items() if p > threshold],
+                                 "probabilities": named})
+                else:
+                    rows.append({"label": max(named, key=named.get), "probabilities": named})
+        return rows
+
+
+@register_task("sequence_scoring")
+class SequenceScoringTask(SequenceTask):
+    """One number per text: seed 000's scorer (sigmoid, MSE against targets in [0, 1]) or plain regression.
+
+    With `normalize_targets` the training targets' [min, max] is mapped to [0, 1] and recorded in
+    the checkpoint, so predictions and metrics come back in the original scale.
+    """
+
+    metric_names = ("loss", "mse", "mae", "pearson", "spearman")
+    default_best_metric = "pearson"
+    default_criterion = "mse"
+
+    def target_of(self, example: SequenceExample) -> float:
+        try:
+            return float(example.label)
+        except (TypeError, ValueError):
+            raise UserError(f"{example.source}: the score {example.label!r} in column "
+                            f"{self.config.data.label_column!r} is not a number.") from None
+
+    def fit_labels(self, examples: list[SequenceExample]) -> None:
+        targets = [self.target_of(e) for e in examples]
+        low, high = min(targets), max(targets)
+        task = self.config.task
+        if task.normalize_targets and high > low:
+            self.target_range = [low, high]
+        elif task.score_activation == "sigmoid" and (low < 0.0 or high > 1.0):
+            raise UserError(f"Scores in {self.config.data.train.path} range from {low} to {high}, but "
+                            "task.score_activation 'sigmoid' predicts in [0, 1]; set task.normalize_targets: true "
+                            "or task.score_activation: none.")
+        else:
+            self.target_range = None
+
+    def encode_label(self, example: SequenceExample, split_key: str) -> float:
+        target = self.target_of(example)
+        if self.target_range is None:
+            return target
+        low, high = self.target_range
+        return (target - low) / (high - low)
+
+    def head_config(self) -> TaskHeadConfig:
+        return TaskHeadConfig(task="sequence_scoring", num_outputs=1, score_activation=self.config.task.score_activation,
+                              target_range=self.target_range, **self.head_settings())
+
+    def original_scale(self, values: torch.Tensor) -> torch.Tensor:
+        if self.target_range is None:
+            return values
+        low, high = self.target_range
+        return values * (high - low) + low
+
+    def metrics(self, outputs: list[torch.Tensor], batches: list[dict]) -> dict:
+        predictions = self.original_scale(torch.cat(outputs))
+        targets = self.original_scale(torch.cat([b["labels"] for b in batches]))
+        return scoring_metrics(predictions.tolist(), targets.tolist())
+
+    def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device,
+                threshold: float = 0.5) -> list[dict]:
+        rows = []
+        for _, batch, _ in self.batches_of(examples, batch_size, device):
+            scores = self.original_scale(model(**batch).logits.float())
+            rows.extend({"score": round(float(s), 6)} for s in scores)
+        return rows

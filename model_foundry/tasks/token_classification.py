@@ -1,0 +1,76 @@
+"""Token classification (tagging): one label per word, such as a part of speech or a BIO entity tag.
+
+Words are split into sub-word tokens; the first sub-token of each word carries the word's label
+and the others are ignored (-100), so the loss and the metrics count words, not tokens. At
+prediction time the first sub-token's class becomes the word's tag.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from model_foundry.data import TokenExample, encode_words, read_token_examples
+from model_foundry.data.labelled import LabelSet
+from model_foundry.models.task_model import TaskHeadConfig, TaskModel
+from model_foundry.tasks.finetuning import FinetuningTask
+from model_foundry.tasks.metrics import token_metrics
+from model_foundry.tasks.registry import register_task
+
+IGNORE_INDEX = -100
+
+
+@register_task("token_classification")
+class TokenClassificationTask(FinetuningTask):
+    metric_names = ("loss", "token_accuracy", "f1_macro", "entity_f1")
+    default_best_metric = "token_accuracy"
+
+    def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list[TokenExample]:
+        data = self.config.data
+        return read_token_examples(path, fmt, text_column=data.text_column, label_column=data.label_column,
+                                   require_labels=require_labels)
+
+    def fit_labels(self, examples: list[TokenExample]) -> None:
+        self.label_set = LabelSet.from_values(tag for e in examples for tag in e.tags)
+
+    def encode(self, example: TokenExample, split_key: str | None) -> dict:
+        """Training and eval items carry per-token labels; prediction items carry where words start."""
+        input_ids, word_starts = encode_words(self.tokenizer, example.words, self.max_length)
+        if split_key is None:
+            return {"input_ids": input_ids, "word_starts": word_starts}
+        labels = [IGNORE_INDEX] * len(input_ids)
+        for tag, position in zip(example.tags, word_starts):
+            if position >= 0:  # words cut off by max_length (or with no token) are not scored
+                labels[position] = self.label_set.index(tag, example.source, split_key)
+        return {"input_ids": input_ids, "labels": labels}
+
+    def head_config(self) -> TaskHeadConfig:
+        task = self.config.task
+        return TaskHeadConfig(task="token_classification", num_outputs=len(self.label_set),
+                              labels=self.label_set.labels, head=task.head, head_dropout=task.head_dropout,
+                              criterion=self.criterion(), label_smoothing=task.label_smoothing,
+                              class_weights=task.class_weights, bitempered_t1=task.bitempered_t1,
+                              bitempered_t2=task.bitempered_t2)
+
+    def metrics(self, outputs: list[torch.Tensor], batches: list[dict]) -> dict:
+        names = self.label_set.labels
+        predicted, gold = [], []
+        for logits, batch in zip(outputs, batches):
+            best = logits.argmax(-1)
+            for row_pred, row_gold in zip(best, batch["labels"]):
+                scored = row_gold != IGNORE_INDEX
+                predicted.append([names[i] for i in row_pred[scored].tolist()])
+                gold.append([names[i] for i in row_gold[scored].tolist()])
+        return token_metrics(predicted, gold)
+
+    def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device,
+                threshold: float = 0.5) -> list[dict]:
+        """`tokens` and `tags` per example; a word cut off by max_length gets the tag None."""
+        names = self.label_set.labels
+        rows = []
+        for chunk, batch, collated in self.batches_of(examples, batch_size, device):
+            best = model(**batch).logits.argmax(-1).cpu()
+            for example, row, starts in zip(chunk, best, collated["word_starts"]):
+                tags = [names[int(row[p])] if p >= 0 else None for p in starts.tolist()[:len(example.words)]]
+                rows.append({"tokens": example.words, "tags": tags})
+        return rows
