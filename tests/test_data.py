@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +397,25 @@ def test_one_pass_is_ordered_keeps_the_tail_and_allows_small_datasets():
 def test_too_few_items_for_a_batch_says_what_to_lower():
     with pytest.raises(UserError, match=r"has 5 items .* batch of 8; lower training.batch_size or model.block_size"):
         BatchStream(Numbers(5), 8, IndexCollator(), seed=0)
+
+
+def test_length_bucketing_groups_similar_lengths_and_resumes_exactly():
+    lengths = [random.Random(i).randint(1, 60) for i in range(1000)]
+    dataset = [{"input_ids": torch.ones(n, dtype=torch.long)} for n in lengths]
+
+    def collate(items, generator=None):
+        return {"lengths": torch.tensor([len(item["input_ids"]) for item in items])}
+
+    plain = BatchStream(dataset, 16, collate, seed=3)
+    bucketed = BatchStream(dataset, 16, collate, seed=3, lengths=lengths)
+    def spread(batch):
+        return int(batch["lengths"].max() - batch["lengths"].min())
+
+    plain_spread = sum(spread(next(plain)) for _ in range(62))
+    bucketed_batches = [next(bucketed) for _ in range(62)]
+    assert sum(spread(b) for b in bucketed_batches) < plain_spread / 5
+    seen = torch.cat([b["lengths"] for b in bucketed_batches])
+    assert len(seen) == 62 * 16 and sorted(seen.tolist()) != seen.tolist()  # not simply sorted
+    resumed = BatchStream(dataset, 16, collate, seed=3, lengths=lengths)
+    resumed.load_state_dict({"epoch": 0, "batch_index": 30})
+    assert torch.equal(next(resumed)["lengths"], bucketed_batches[30]["lengths"])

@@ -17,6 +17,8 @@ from torch.utils.data import Dataset
 from model_foundry.errors import UserError
 
 Collate = Callable[..., dict[str, torch.Tensor]]
+# Length bucketing sorts items within windows of this many batches.
+BUCKET_WINDOW = 50
 
 
 def mix_seed(*parts: int) -> int:
@@ -38,7 +40,7 @@ class BatchStream:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, collate: Collate, *, seed: int, shuffle: bool = True,
-                 drop_last: bool = True, rank: int = 0, world_size: int = 1):
+                 drop_last: bool = True, rank: int = 0, world_size: int = 1, lengths: list[int] | None = None):
         if batch_size < 1:
             raise UserError(f"training.batch_size must be at least 1, got {batch_size}.")
         if not 0 <= rank < world_size:
@@ -46,6 +48,7 @@ class BatchStream:
         self.dataset, self.batch_size, self.collate = dataset, batch_size, collate
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
         self.rank, self.world_size = rank, world_size
+        self.lengths = torch.as_tensor(lengths) if lengths is not None and shuffle else None
         self.num_items = len(dataset)
         self.items_per_rank = self.num_items // world_size if drop_last else -(-(self.num_items - rank) // world_size)
         if drop_last:
@@ -71,8 +74,25 @@ class BatchStream:
             else:
                 permutation = torch.arange(self.num_items)
             self.order = permutation[self.rank::self.world_size][:self.items_per_rank]
+            if self.lengths is not None:
+                self.order = self.bucketed(self.order, epoch)
             self.order_epoch = epoch
         return self.order
+
+    def bucketed(self, order: torch.Tensor, epoch: int) -> torch.Tensor:
+        """`order` regrouped so each batch holds items of similar length, the batches still in random order.
+
+        Items are sorted by length within windows of BUCKET_WINDOW batches (so a batch mixes items
+        from all over the epoch, not only the shortest or longest), cut into batches, and the batches
+        shuffled. Batches padded to their longest item then waste little compute on padding.
+        """
+        window = self.batch_size * BUCKET_WINDOW
+        chunks = [chunk[torch.argsort(self.lengths[chunk], stable=True)] for chunk in order.split(window)]
+        batches = torch.cat(chunks).split(self.batch_size)
+        full = [b for b in batches if len(b) == self.batch_size]
+        shuffled = torch.randperm(len(full), generator=seeded_generator(self.seed, epoch, -1))
+        # A short batch stays last, so every batch still starts at a multiple of batch_size.
+        return torch.cat([full[i] for i in shuffled] + [b for b in batches if len(b) < self.batch_size])
 
     def batch_at(self, epoch: int, batch_index: int) -> dict[str, torch.Tensor]:
         indices = self.epoch_order(epoch)[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]

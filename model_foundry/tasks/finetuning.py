@@ -33,6 +33,8 @@ class EncodedExamples(Dataset):
 
     def __init__(self, items: list[dict]):
         self.items = items
+        # Token counts, so the training stream can batch examples of similar length together.
+        self.lengths = [len(item["input_ids"]) for item in items]
 
     def __len__(self) -> int:
         return len(self.items)

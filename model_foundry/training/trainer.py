@@ -77,7 +77,8 @@ class Trainer:
         self.forward = torch.compile(self.model) if tc.compile else self.model
         seed = config.experiment.seed
         collate = task.collator()
-        self.train_stream = BatchStream(splits.train, tc.batch_size, collate, seed=seed)
+        self.train_stream = BatchStream(splits.train, tc.batch_size, collate, seed=seed,
+                                        lengths=getattr(splits.train, "lengths", None))
         self.eval_streams = {name: BatchStream(ds, tc.batch_size, collate, seed=seed, shuffle=False,
                                                drop_last=False)
                              for name, ds in (("val", splits.val), ("test", splits.test)) if ds is not None}
