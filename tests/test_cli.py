@@ -71,3 +71,54 @@ def test_user_mistakes_exit_2_with_one_paragraph(tiny_corpus, tmp_path, monkeypa
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--mode", "sideways"])
     assert exit_info.value.code == 2
+
+
+def test_pretrain_finetune_eval_predict(tmp_path, monkeypatch, capsys):
+    """The finetuning path a user types: new finetuning --from, train -m finetuning, eval, predict."""
+    monkeypatch.chdir(tmp_path)
+    good, bad = ["a good film", "great fun", "i loved it"], ["a bad film", "dull fun", "i hated it"]
+    (tmp_path / "corpus.txt").write_text("\n".join((good + bad) * 40) + "\n")
+    for split, copies in (("train", 20), ("dev", 3), ("test", 3)):
+        rows = [f"{t}\t1" for t in good] + [f"{t}\t0" for t in bad]
+        (tmp_path / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * copies) + "\n")
+    assert run(capsys, "new", "pretraining", "pre", "--arch", "bert")[0] == 0
+    tiny = ["--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set", "model.block_size=16",
+            "--set", "training.batch_size=8", "--set", "training.device=cpu", "--set", "tokenizer.type=char",
+            "--set", "model.preset=null", "--set", "training.save_interval=null"]
+    code, _, err = run(capsys, "train", "pre", "--set", f"data.train.path={tmp_path / 'corpus.txt'}",
+                       "--set", "training.max_steps=10", "--set", "training.eval_interval=5", *tiny)
+    assert code == 0, err
+
+    code, out, _ = run(capsys, "new", "finetuning", "sentiment", "--from", "pre", "--task", "sequence_classification")
+    assert code == 0
+    config_path = tmp_path / "experiments" / "finetuning" / "sentiment" / "config.yaml"
+    raw = yaml.safe_load(config_path.read_text())
+    assert raw["transfer"]["init_from_checkpoint"].endswith("experiments/pretraining/pre")
+    assert raw["model"]["architecture"] == "bert" and raw["tokenizer"]["path"].endswith("pre/tokenizer")
+    raw["data"] = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv", "text_column": "sentence"}
+    config_path.write_text(yaml.safe_dump(raw))
+    code, out, err = run(capsys, "train", "sentiment", "-m", "finetuning", "--set", "training.epochs=null",
+                         "--set", "training.max_steps=40", "--set", "training.learning_rate=3e-3",
+                         "--set", "training.eval_interval=20", "--set", "training.device=cpu")
+    assert code == 0, err
+    assert "accuracy" in out
+
+    code, out, _ = run(capsys, "eval", "sentiment", "--split", "test")
+    metrics = json.loads(out)
+    assert code == 0 and metrics["split"] == "test" and metrics["accuracy"] == 1.0
+    assert metrics["confusion_matrix"]["labels"] == ["0", "1"]
+
+    code, out, _ = run(capsys, "predict", "sentiment", "--input", "test.tsv", "--output", "preds.jsonl")
+    assert code == 0
+    predictions = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert len(predictions) == 18 and set(predictions[0]) == {"sentence", "label", "probabilities"}
+    assert predictions[0]["sentence"] == "a good film" and predictions[0]["label"] == "1"
+    assert sum(predictions[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    code, out, _ = run(capsys, "predict", "sentiment", "--input", "test.tsv", "--output", "preds.csv")
+    header = (tmp_path / "preds.csv").read_text().splitlines()[0]
+    assert code == 0 and header == "sentence,label,probabilities"
+    code, out, _ = run(capsys, "predict", "sentiment", "--text", "i hated it")
+    assert code == 0 and json.loads(out)["label"] == "0"
+
+    code, _, err = run(capsys, "predict", "pre", "--text", "x")
+    assert code == 2 and "finetuning runs" in err

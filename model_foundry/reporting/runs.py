@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "val loss", "val ppl", "best", "test")
+COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "val loss", "val ppl", "val", "best", "test")
+LANGUAGE_MODEL_TASKS = ("causal_lm", "masked_lm")
 
 
 def find_results(root: Path) -> list[Path]:
@@ -30,6 +31,7 @@ def run_row(results_path: Path, root: Path) -> dict[str, str]:
         "tok/s": f"{run['tokens_per_sec']:,.0f}" if run.get("tokens_per_sec") else "",
         "val loss": number(val.get("loss")),
         "val ppl": number(val.get("perplexity"), 2),
+        "val": "" if results.get("task") in LANGUAGE_MODEL_TASKS else headline(val),
         "best": f"step {results.get('best_step')} ({results.get('checkpoint')})",
         "test": headline(test),
     }
