@@ -196,3 +196,42 @@ def test_token_classification_tags_words(pretrained, tmp_path):
 
     [row] = predict_run(ft_dir(tmp_path), text="the cat runs")
     assert row == {"tokens": ["the", "cat", "runs"], "tags": ["DET", "NOUN", "VERB"]}
+
+
+def test_seed_001_tensor_files_finetune(pretrained, tmp_path):
+    """Padded rows with a True = PAD mask and integer labels, as seed 001 saved them."""
+    from torch.utils.data import TensorDataset
+
+    from model_foundry.tokenizer import FoundryTokenizer
+
+    tokenizer = FoundryTokenizer.load(pretrained["bert"] / "tokenizer")
+    texts = [(t, 1) for t in POSITIVE] + [(t, 0) for t in NEGATIVE]
+    ids = torch.full((len(texts), 30), tokenizer.pad_id)
+    pad = torch.ones(len(texts), 30, dtype=torch.bool)
+    for row, (text, _) in enumerate(texts):
+        encoded = [tokenizer.cls_id, *tokenizer.encode(text), tokenizer.sep_id]
+        ids[row, :len(encoded)], pad[row, :len(encoded)] = torch.tensor(encoded), False
+    labels = torch.tensor([label for _, label in texts])
+    for name, copies in (("train", 12), ("val", 2)):
+        torch.save(TensorDataset(ids.repeat(copies, 1), pad.repeat(copies, 1), labels.repeat(copies)),
+                   tmp_path / f"{name}.pt")
+    config = finetune_config(tmp_path, pretrained["bert"], tmp_path, data={"train": str(tmp_path / "train.pt"),
+                                                                           "val": str(tmp_path / "val.pt")})
+    del config["data"]["test"], config["data"]["text_column"]
+    results = model_foundry.train(config)
+    assert results["val"]["accuracy"] == 1.0 and results["val"]["confusion_matrix"]["labels"] == ["0", "1"]
+
+
+def test_multi_label_classification(pretrained, tmp_path):
+    rows = [("a good film", "good,film"), ("a bad film", "bad,film"), ("great fun", "good"), ("dull fun", "bad")]
+    for name, copies in (("train", 40), ("dev", 3)):
+        (tmp_path / f"{name}.tsv").write_text("sentence\tlabel\n" + "\n".join(f"{t}\t{l}" for t, l in rows * copies))
+    config = finetune_config(tmp_path, pretrained["gpt"], tmp_path, task={"multi_label": True},
+                             training={"max_steps": 60})
+    del config["data"]["test"]
+    results = model_foundry.train(config)
+    assert results["val"]["accuracy"] == 1.0 and set(results["val"]["per_class"]) == {"bad", "film", "good"}
+    from model_foundry.inference.predict import predict_run
+
+    [row] = predict_run(ft_dir(tmp_path), text="a good film")
+    assert sorted(row["labels"]) == ["film", "good"] and set(row["probabilities"]) == {"bad", "film", "good"}

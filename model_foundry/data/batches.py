@@ -17,8 +17,10 @@ from torch.utils.data import Dataset
 from model_foundry.errors import UserError
 
 Collate = Callable[..., dict[str, torch.Tensor]]
-# Length bucketing sorts items within windows of this many batches.
+# Length bucketing sorts items within windows of this many batches, by length rounded up to a
+# multiple of BUCKET_WIDTH tokens (at most BUCKET_WIDTH - 1 padding tokens per row are wasted).
 BUCKET_WINDOW = 50
+BUCKET_WIDTH = 8
 
 
 def mix_seed(*parts: int) -> int:
@@ -87,7 +89,10 @@ class BatchStream:
         shuffled. Batches padded to their longest item then waste little compute on padding.
         """
         window = self.batch_size * BUCKET_WINDOW
-        chunks = [chunk[torch.argsort(self.lengths[chunk], stable=True)] for chunk in order.split(window)]
+        # Lengths are rounded up to a multiple of BUCKET_WIDTH first: items of nearly equal length stay
+        # in random order, so a batch is not filled with one exact length (which can mean one class).
+        buckets = (self.lengths + BUCKET_WIDTH - 1) // BUCKET_WIDTH
+        chunks = [chunk[torch.argsort(buckets[chunk], stable=True)] for chunk in order.split(window)]
         batches = torch.cat(chunks).split(self.batch_size)
         full = [b for b in batches if len(b) == self.batch_size]
         shuffled = torch.randperm(len(full), generator=seeded_generator(self.seed, epoch, -1))

@@ -65,7 +65,8 @@ def examples_from_file(task: FinetuningTask, path: Path) -> list:
 
 
 def input_fields(task: FinetuningTask, example) -> dict:
-    if isinstance(example, TokenExample):
+    """The text fields of a sequence example (token examples already echo their `tokens`)."""
+    if not isinstance(example, SequenceExample):
         return {}
     data = task.config.data
     fields = {data.text_column: example.text}

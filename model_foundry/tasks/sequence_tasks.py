@@ -6,11 +6,12 @@ the backbone's hidden states, the head maps them to classes or to one score.
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from model_foundry.data import SequenceExample, encode_sequence, read_sequence_examples
+from model_foundry.data import SequenceExample, encode_sequence, load_tensor_file, read_sequence_examples
 from model_foundry.data.labelled import LabelSet
 from model_foundry.errors import UserError
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
@@ -19,18 +20,50 @@ from model_foundry.tasks.metrics import classification_metrics, multilabel_metri
 from model_foundry.tasks.registry import register_task
 
 
+@dataclass
+class TokenizedExample:
+    """A row of a seed-001 `.pt` file: token ids already made by the run's tokenizer, and a label."""
+
+    input_ids: list[int]
+    label: str | None
+    source: str
+
+
+def read_tensor_examples(path: Path) -> list[TokenizedExample]:
+    """Rows of a `.pt` TensorDataset (input_ids, True = PAD mask, labels), padding removed."""
+    rows = load_tensor_file(path)
+    examples = []
+    for index in range(len(rows)):
+        row = rows[index]
+        label = row.get("labels")
+        examples.append(TokenizedExample(input_ids=row["input_ids"][row["attention_mask"].bool()].tolist(),
+                                         label=None if label is None else format_number(label.item()),
+                                         source=f"{path} row {index}"))
+    return examples
+
+
+def format_number(value: float) -> str:
+    """Class ids stored as floats (1.0) read as the integer labels they are ("1")."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 class SequenceTask(FinetuningTask):
     """Reading and encoding texts (and pairs); the label handling is each subclass's."""
 
-    def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list[SequenceExample]:
+    def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list:
+        if fmt == "pt":
+            return read_tensor_examples(path)
         data = self.config.data
         return read_sequence_examples(path, fmt, text_column=data.text_column, pair_column=data.text_pair_column,
                                       label_column=data.label_column, require_labels=require_labels)
 
-    def encode(self, example: SequenceExample, split_key: str | None) -> dict:
-        item = encode_sequence(self.tokenizer, example.text, example.pair, self.max_length)
+    def encode(self, example: SequenceExample | TokenizedExample, split_key: str | None) -> dict:
+        if isinstance(example, TokenizedExample):
+            item = {"input_ids": example.input_ids[:self.max_length]}
+        else:
+            item = encode_sequence(self.tokenizer, example.text, example.pair, self.max_length)
         if not self.uses_token_types:
-            item.pop("token_type_ids")
+            item.pop("token_type_ids", None)
         if split_key is not None:
             item["labels"] = self.encode_label(example, split_key)
         return item
