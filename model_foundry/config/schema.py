@@ -83,6 +83,10 @@ class ModelSection(Section):
     activation: Literal["gelu", "gelu_tanh", "relu", "silu"] | None = None
     layer_norm_eps: float | None = Field(None, gt=0.0)
     type_vocab_size: int | None = Field(None, ge=0)
+    # hybrid only: two_stack (a bidirectional and a causal stack) or shared (one stack, both objectives).
+    hybrid_design: Literal["two_stack", "shared"] | None = None
+    hidden_size: int | None = Field(None, ge=1)
+    bidirectional: bool | None = None
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, validation_alias=alias("dtype", "torch_dtype"))
 
@@ -106,6 +110,10 @@ class TaskSection(Section):
     type: str | None = None
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
     pad_to_multiple_of: int | None = Field(None, ge=1)
+    # ---- hybrid: causal_ratio (shared design) is the share of causal batches, loss_weights
+    # (two_stack design) the [mlm, clm] weights of the two objectives' losses (default [0.5, 0.5]).
+    causal_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    loss_weights: list[float] | None = None
     # ---- finetuning tasks (sequence_classification, token_classification, sequence_scoring) ----
     # The label set is read from the training split; num_labels, when given, must agree with it.
     num_labels: int | None = Field(None, ge=1)
@@ -127,6 +135,14 @@ class TaskSection(Section):
     # Rescale targets to [0, 1] with the training split's min and max (kept in the checkpoint, so
     # predictions come back in the original scale). Needed with `sigmoid` for targets outside [0, 1].
     normalize_targets: bool = True
+
+    @field_validator("loss_weights")
+    @classmethod
+    def two_loss_weights(cls, weights: list[float] | None) -> list[float] | None:
+        if weights is not None and (len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(f"loss_weights must be two non-negative numbers [mlm, clm], not both 0 "
+                             f"(for example [0.5, 0.5]); got {weights}")
+        return weights
 
     @field_validator("type")
     @classmethod
@@ -177,7 +193,11 @@ class TrainingSection(Section):
     min_lr: float | None = Field(None, ge=0.0)
     warmup_steps: int | None = Field(None, ge=0, validation_alias=alias("warmup_steps", "warmup_iters"))
     warmup_ratio: float | None = Field(None, ge=0.0, lt=1.0)
-    lr_schedule: Literal["cosine", "linear", "constant", "warmup_only"] = "cosine"
+    # cosine | linear | constant | warmup_only | transfer (constant after warmup, per-part rates from the
+    # transfer section) | plateau (reduce by plateau_factor after plateau_patience evals without a better val loss)
+    lr_schedule: Literal["cosine", "linear", "constant", "warmup_only", "transfer", "plateau"] = "cosine"
+    plateau_patience: int = Field(3, ge=1)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
     weight_decay: float = Field(0.1, ge=0.0)
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
     beta2: float = Field(0.95, ge=0.0, lt=1.0)
@@ -204,6 +224,22 @@ class TrainingSection(Section):
         return self
 
 
+class LossModifiersSection(Section):
+    """Seed 000's loss modifiers (model_foundry/training/loss_modifiers.py says what each computes)."""
+
+    enabled: bool = Field(True, validation_alias=alias("enabled", "loss_modifiers_enabled"))
+    entropy_modifier_enabled: bool = False
+    entropy_modifier_weight: float = Field(1.0, ge=0.0)
+    target_smoothing_enabled: bool = False
+    target_smoothing_factor: float = Field(0.1, ge=0.0, lt=1.0)
+    mask_ratio_weight_enabled: bool = False
+    mask_ratio_weight_power: float = Field(0.5, ge=0.0)
+
+    def pipeline_settings(self) -> dict:
+        """The flat dict `create_loss_modifier_pipeline` takes (seed 000's names)."""
+        return {"loss_modifiers_enabled": self.enabled, **self.model_dump(exclude={"enabled"})}
+
+
 class LoggingSection(Section):
     csv: bool = True
     tensorboard: bool = False
@@ -221,4 +257,5 @@ class FoundryConfig(Section):
     task: TaskSection = TaskSection()
     training: TrainingSection = TrainingSection()
     transfer: TransferSection = TransferSection()
+    loss_modifiers: LossModifiersSection = LossModifiersSection()
     logging: LoggingSection = LoggingSection()

@@ -36,6 +36,8 @@ class Task(ABC):
     name: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
     default_best_metric: ClassVar[str] = "loss"
+    # Seed 000's model mode, which decides the loss modifiers that apply (None: none apply).
+    loss_modifier_mode: ClassVar[str | None] = None
 
     def __init__(self, config: FoundryConfig, tokenizer):
         self.config = config

@@ -28,6 +28,7 @@ class LanguageModelingTask(Task):
     """What causal and masked LM share: data preparation, model creation, loss-based metrics."""
 
     causal: bool
+    loss_modifier_mode = "language_model"
 
     def model_settings(self):
         """(architecture class, config) from the model section, sized to the tokenizer."""

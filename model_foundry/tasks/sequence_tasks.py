@@ -50,6 +50,8 @@ def format_number(value: float) -> str:
 class SequenceTask(FinetuningTask):
     """Reading and encoding texts (and pairs); the label handling is each subclass's."""
 
+    loss_modifier_mode = "sequence_scorer"
+
     def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list:
         if fmt == "pt":
             return read_tensor_examples(path)

@@ -24,6 +24,7 @@ IGNORE_INDEX = -100
 class TokenClassificationTask(FinetuningTask):
     metric_names = ("loss", "token_accuracy", "f1_macro", "entity_f1")
     default_best_metric = "token_accuracy"
+    loss_modifier_mode = "token_classifier"
 
     def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list[TokenExample]:
         data = self.config.data

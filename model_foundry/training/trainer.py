@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from model_foundry.errors import UserError
 from model_foundry.tasks import DatasetSplits, Task, metric_is_maximised
 from model_foundry.tasks.base import move_to
 from model_foundry.training import checkpoints as ckpt
+from model_foundry.training.loss_modifiers import LossModifierPipeline, create_loss_modifier_pipeline
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
 from model_foundry.training.precision import autocast, make_grad_scaler, resolve_device, resolve_precision
@@ -44,6 +46,22 @@ def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, dev
         metrics = task.evaluate(model, batches, autocast(device, precision))
     model.train(was_training)
     return metrics
+
+
+def loss_modifiers_for(config: FoundryConfig, task: Task) -> LossModifierPipeline:
+    """The configured loss modifiers that the task's mode supports (seed 000's compatibility table)."""
+    pipeline = create_loss_modifier_pipeline(config.loss_modifiers.pipeline_settings())
+    if not pipeline:
+        return pipeline
+    if task.loss_modifier_mode is None:
+        print(f"Loss modifiers do not apply to task {task.name!r}; training with its own loss.", file=sys.stderr)
+        return LossModifierPipeline([])
+    kept = pipeline.for_mode(task.loss_modifier_mode)
+    dropped = set(pipeline.get_enabled_modifier_names()) - set(kept.get_enabled_modifier_names())
+    print(f"Loss modifiers: {', '.join(kept.get_enabled_modifier_names()) or 'none'}"
+          + (f" (not for {task.loss_modifier_mode}: {', '.join(sorted(dropped))})" if dropped else "") + ".",
+          file=sys.stderr)
+    return kept
 
 
 class TrainingInterrupted(Exception):
@@ -88,8 +106,10 @@ class Trainer:
         self.optimizer = build_optimizer(parameter_groups(self.model, tc.weight_decay, self.transfer.group_of),
                                          tc.learning_rate, (tc.beta1, tc.beta2), self.device)
         self.schedule = make_schedule(tc.lr_schedule, tc.learning_rate, tc.min_lr, self.total_steps,
-                                      tc.warmup_steps, tc.warmup_ratio)
+                                      tc.warmup_steps, tc.warmup_ratio, plateau_patience=tc.plateau_patience,
+                                      plateau_factor=tc.plateau_factor)
         self.scaler = make_grad_scaler(self.device, self.precision)
+        self.loss_modifiers = loss_modifiers_for(config, task)
         self.best_metric = tc.best_metric or task.default_best_metric
         if self.best_metric not in task.metric_names:
             raise UserError(f"training.best_metric {self.best_metric!r} is not reported by task "
@@ -112,12 +132,13 @@ class Trainer:
                 "evals_without_improvement": c.evals_without_improvement, "elapsed_s": c.elapsed_s,
                 "epoch": self.train_stream.epoch, "data": self.train_stream.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "schedule": vars(self.schedule).copy(), "rng": ckpt.capture_rng()}
+                "schedule": self.schedule.state_dict(), "rng": ckpt.capture_rng()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.train_stream.load_state_dict(state["data"])
+        self.schedule.load_state_dict(state["schedule"])
         ckpt.restore_rng(state["rng"])
         self.counters = Counters(step=state["step"], tokens=state["tokens"], best_metric=state["best_metric"],
                                  best_step=state["best_step"],
@@ -198,7 +219,8 @@ class Trainer:
         loss_sum = 0.0
         for batch, count in zip(batches, counts):
             with autocast(self.device, self.precision):
-                loss = self.forward(**batch).loss
+                output = self.forward(**batch)
+            loss = self.loss_modifiers(output.logits, batch["labels"]) if self.loss_modifiers else output.loss
             self.scaler.scale(loss * (count / total)).backward()
             loss_sum += float(loss.detach()) * count
         return loss_sum / total
@@ -235,6 +257,9 @@ class Trainer:
         if self.best_metric not in metrics:
             raise UserError(f"training.best_metric {self.best_metric!r} is not among the metrics of this data "
                             f"({', '.join(k for k, v in metrics.items() if isinstance(v, float))}).")
+        if self.schedule.observe(metrics["loss"]):
+            progress.message(f"step {step}: val loss has not improved for {self.config.training.plateau_patience} "
+                             f"evaluations; learning rate reduced to {self.schedule.current_lr:.3g}.")
         value = metrics[self.best_metric]
         best = self.counters.best_metric
         improved = best is None or (value > best if metric_is_maximised(self.best_metric) else value < best)

@@ -1,0 +1,1 @@
+"""APIs of the systems Model Foundry replaces, as thin layers over its own parts."""
