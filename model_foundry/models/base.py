@@ -92,6 +92,19 @@ class BaseLanguageModel(nn.Module, ABC):
                 token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
         """`attention_mask`: 1 = real token, 0 = padding. `labels`: aligned with input_ids, -100 ignored."""
 
+    def decode_step(self, input_ids: Tensor, attention_mask: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
+        """The next-token logits (batch, vocab) after each row, and the cache for the next step.
+
+        Generation calls this first with the whole (left-padded) prompt and `cache=None`, then
+        with one new token per row (batch, 1) and the cache it got back; `attention_mask`
+        always covers every position so far (1 = real, 0 = padding). This fallback caches
+        only the tokens and re-runs `forward` on the whole sequence at every step: correct for
+        any causal model, and slow; architectures with a real cache override it.
+        """
+        sequence = input_ids if cache is None else torch.cat((cache, input_ids), dim=1)
+        logits = self(sequence, attention_mask=attention_mask).logits
+        return logits[:, -1], sequence
+
     @property
     def num_layers(self) -> int:
         return len(self.backbone.blocks)

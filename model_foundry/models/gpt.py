@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from model_foundry.models.backbones.attention import KeyValue
 from model_foundry.models.backbones.transformer import TRANSFORMER_PRESETS, TransformerBackbone, TransformerConfig
 from model_foundry.models.base import INIT_STD, BaseLanguageModel, ModelOutput, init_normal, token_loss
 from model_foundry.models.registry import register_architecture
@@ -54,3 +55,9 @@ class GPT(BaseLanguageModel):
         logits = self.lm_head(hidden)
         loss = token_loss(logits, labels) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+
+    def decode_step(self, input_ids: Tensor, attention_mask: Tensor,
+                    cache: list[KeyValue] | None = None) -> tuple[Tensor, list[KeyValue]]:
+        """`BaseLanguageModel.decode_step` with a key/value cache: a step computes only the new tokens."""
+        hidden, _, cache = self.backbone(input_ids, attention_mask, past_key_values=cache, use_cache=True)
+        return self.lm_head(hidden[:, -1]), cache

@@ -6,9 +6,13 @@ the stack) or "post" (BERT: normalise each residual sum, no final norm). A
 `TransformerBackbone` embeds tokens, runs the blocks and returns hidden states; heads are the
 models' business.
 
-Attention is `F.scaled_dot_product_attention`, which picks a fused kernel (flash, memory
-efficient, or a fused CPU one) when it can; we give it the cheapest description of the pattern:
-no mask at all when there is no padding, `is_causal=True` for unpadded causal input.
+Attention (backbones/attention.py) is `F.scaled_dot_product_attention`; the backbone gives it the
+cheapest description of the pattern: no mask at all when there is no padding, `is_causal=True`
+for unpadded causal input. For generation the backbone also takes and returns each layer's keys
+and values (`past_key_values`, `use_cache`), so a step only computes the new token.
+
+Positions count real tokens only: in a left-padded row the first real token is at position 0,
+so a prompt gets the same positions (and the same outputs) padded in a batch as alone.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model_foundry.errors import UserError, did_you_mean
+from model_foundry.models.backbones.attention import KeyValue, KeyValueCache, SelfAttention
 from model_foundry.models.backbones.positional import RotaryEmbedding, sinusoidal_table
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -98,32 +103,6 @@ def layer_norm(config: TransformerConfig) -> nn.LayerNorm:
     return nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused projection for queries, keys and values."""
-
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        self.n_embd = config.n_embd
-        self.dropout = config.dropout
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.residual_dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool,
-                rotary: RotaryEmbedding | None) -> Tensor:
-        batch, length, channels = x.shape
-        q, k, v = self.qkv(x).split(self.n_embd, dim=-1)
-        # (B, T, C) -> (B, heads, T, head_dim)
-        q, k, v = (t.view(batch, length, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
-        if rotary is not None:
-            q, k = rotary(q), rotary(k)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(batch, length, channels)
-        return self.residual_dropout(self.proj(y))
-
-
 class MLP(nn.Module):
     """The position-wise feed-forward network: widen, activate, project back."""
 
@@ -149,12 +128,13 @@ class TransformerBlock(nn.Module):
         self.norm2 = layer_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool,
-                rotary: RotaryEmbedding | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, rotary: RotaryEmbedding | None = None,
+                positions: Tensor | None = None, cache: KeyValueCache | None = None) -> Tensor:
+        """`positions` (batch or 1, time) for rotary attention; `cache` holds this layer's past keys and values."""
         if self.pre_norm:
-            x = x + self.attn(self.norm1(x), mask, is_causal, rotary)
+            x = x + self.attn(self.norm1(x), mask, is_causal, rotary, positions, cache)
             return x + self.mlp(self.norm2(x))
-        x = self.norm1(x + self.attn(x, mask, is_causal, rotary))
+        x = self.norm1(x + self.attn(x, mask, is_causal, rotary, positions, cache))
         return self.norm2(x + self.mlp(x))
 
 
@@ -185,32 +165,73 @@ class TransformerBackbone(nn.Module):
         self.final_norm = layer_norm(config) if config.norm_position == "pre" else None
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None,
-                output_hidden_states: bool = False) -> tuple[Tensor, tuple[Tensor, ...] | None]:
-        x = self.embed(input_ids, token_type_ids)
-        mask, is_causal = self.attention_pattern(attention_mask, input_ids.size(1))
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False, *,
+                past_key_values: list[KeyValue] | None = None, use_cache: bool = False,
+                position_ids: Tensor | None = None) -> tuple:
+        """(hidden, all_hidden or None), plus the per-layer (keys, values) of every position when `use_cache`.
+
+        `past_key_values` are those of earlier positions (returned by a previous call with
+        `use_cache`); `attention_mask` then covers the past and the new positions, shape
+        (batch, past + time). `position_ids` (batch, time) override the default positions, which
+        count real tokens only.
+        """
+        length = input_ids.size(1)
+        past_length = past_key_values[0][0].size(-2) if past_key_values else 0
+        padding = attention_mask if attention_mask is not None and not bool(attention_mask.all()) else None
+        if position_ids is None:
+            position_ids = self.default_positions(padding, length, past_length, input_ids.device)
+        x = self.embed(input_ids, token_type_ids, position_ids, past_length)
+        mask, is_causal = self.attention_pattern(padding, length, past_length)
+        caches = self.layer_caches(past_key_values, use_cache)
         hidden_states = [x]
-        for block in self.blocks:
-            x = block(x, mask, is_causal, self.rotary)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, mask, is_causal, self.rotary, position_ids, cache)
             hidden_states.append(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
             hidden_states[-1] = x
-        return x, tuple(hidden_states) if output_hidden_states else None
+        outputs = (x, tuple(hidden_states) if output_hidden_states else None)
+        return (*outputs, [cache.as_tuple() for cache in caches]) if use_cache else outputs
 
-    def embed(self, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
-        """Token + position (+ segment) embeddings, then the optional LayerNorm and dropout."""
+    def layer_caches(self, past_key_values: list[KeyValue] | None, use_cache: bool) -> list[KeyValueCache | None]:
+        """One cache per block, seeded with its past keys and values; None everywhere when nothing is cached."""
+        if past_key_values:
+            return [KeyValueCache(past) for past in past_key_values]
+        return [KeyValueCache() if use_cache else None for _ in self.blocks]
+
+    @staticmethod
+    def default_positions(padding: Tensor | None, length: int, past_length: int,
+                          device: torch.device) -> Tensor | None:
+        """The positions of the new tokens, (batch or 1, time), or None for the plain 0..time-1.
+
+        With padding they count real tokens only, cumsum(mask) - 1 (left pads clamped to 0,
+        right pads repeat the last real position; neither is attended to).
+        """
+        if padding is not None:
+            return (padding.cumsum(-1) - 1).clamp(min=0)[:, -length:]
+        if past_length:
+            return torch.arange(past_length, past_length + length, device=device)[None]
+        return None
+
+    def embed(self, input_ids: Tensor, token_type_ids: Tensor | None, positions: Tensor | None = None,
+              past_length: int = 0) -> Tensor:
+        """Token + position (+ segment) embeddings, then the optional LayerNorm and dropout.
+
+        `positions` (batch or 1, time) default to 0..time-1; `past_length` counts cached tokens.
+        """
         length = input_ids.size(1)
-        if length > self.config.block_size:
-            raise UserError(f"An input of {length} tokens is longer than the model's block_size "
+        if past_length + length > self.config.block_size:
+            raise UserError(f"An input of {past_length + length} tokens is longer than the model's block_size "
                             f"({self.config.block_size}); cut inputs to tokenizer.max_length <= block_size, "
                             "or train a model with a larger model.block_size.")
+        if positions is None:
+            positions = torch.arange(length, device=input_ids.device)
         x = self.token_embedding(input_ids)
         if self.position_embedding is not None:
-            x = x + self.position_embedding(torch.arange(length, device=input_ids.device))
+            x = x + self.position_embedding(positions)
         if self.sinusoidal_positions is not None:
             # As in Vaswani et al., scale the tokens up so the unit-amplitude table does not drown them.
-            x = x * self.hidden_size ** 0.5 + self.sinusoidal_positions[:length].to(x.dtype)
+            x = x * self.hidden_size ** 0.5 + self.sinusoidal_positions[positions].to(x.dtype)
         if self.token_type_embedding is not None:
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             x = x + self.token_type_embedding(types)
@@ -221,22 +242,30 @@ class TransformerBackbone(nn.Module):
             x = self.embedding_norm(x)
         return self.drop(x)
 
-    def attention_pattern(self, attention_mask: Tensor | None, length: int) -> tuple[Tensor | None, bool]:
+    def attention_pattern(self, padding: Tensor | None, length: int,
+                          past_length: int = 0) -> tuple[Tensor | None, bool]:
         """The (attn_mask, is_causal) arguments of scaled_dot_product_attention for this batch.
 
-        `attention_mask` is 1 for real tokens and 0 for padding. Without padding we pass no mask,
-        which lets SDPA use its fused kernels. With padding, the boolean mask (True = may attend)
-        hides padded keys, combined with the causal triangle for causal models.
+        `padding` is the attention mask (1 = real token, 0 = padding, shape (batch, past + time))
+        when some token is padding, else None. Without padding and cache we pass no mask, which
+        lets SDPA use its fused kernels; one new token after a cache may see every key. Otherwise
+        a boolean mask (True = may attend) of shape (batch or 1, 1, time, past + time) hides
+        padded keys and, for causal models, later positions.
         """
         causal = self.config.attention_type == "causal"
-        if attention_mask is None or bool(attention_mask.all()):
+        if padding is None and past_length == 0:
             return None, causal
-        device = attention_mask.device
-        allowed = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): which keys are real
-        if causal:
-            allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=device).tril()
+        if padding is None and (length == 1 or not causal):
+            return None, False
+        device = padding.device if padding is not None else self.token_embedding.weight.device
+        queries = torch.arange(past_length, past_length + length, device=device)[:, None]
+        keys = torch.arange(past_length + length, device=device)[None, :]
+        allowed = keys <= queries if causal else torch.ones(length, past_length + length, dtype=torch.bool,
+                                                            device=device)
+        if padding is not None:
+            allowed = allowed & padding.bool()[:, None, None, :]
         # A padded query left of every real token (left padding) has no key to attend to, and
         # some SDPA kernels return NaN for such a row, which then poisons the gradients. Letting
         # every query see itself keeps it finite on every kernel and changes nothing for real
         # tokens, which see themselves already.
-        return allowed | torch.eye(length, dtype=torch.bool, device=device), False
+        return allowed | (keys == queries), False

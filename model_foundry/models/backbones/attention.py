@@ -1,0 +1,89 @@
+"""Multi-head self-attention, and the key/value cache that makes decoding one token at a time cheap.
+
+Attention is `F.scaled_dot_product_attention`, which picks a fused kernel (flash, memory
+efficient, or a fused CPU one) when it can; the backbone gives it the cheapest description of
+the pattern it can (see `TransformerBackbone.attention_pattern`).
+
+When a model generates, each step adds one token whose query must attend to the keys and values
+of every earlier token. A `KeyValueCache` keeps them, so a step costs one token's worth of
+projections instead of re-running the whole prefix.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model_foundry.models.backbones.positional import RotaryEmbedding, rotate_half
+
+if TYPE_CHECKING:  # the config module imports this one
+    from model_foundry.models.backbones.transformer import TransformerConfig
+
+KeyValue = tuple[Tensor, Tensor]
+
+
+class KeyValueCache:
+    """The keys and values one attention layer has computed so far, each (batch, heads, time, head_dim).
+
+    Keys are stored after the rotary rotation: it depends only on the key's own position, so a
+    cached key never needs rotating again.
+    """
+
+    def __init__(self, past: KeyValue | None = None):
+        self.keys, self.values = past if past is not None else (None, None)
+
+    def extend(self, keys: Tensor, values: Tensor) -> KeyValue:
+        """Append the new positions' keys and values; return all of them, past ones first."""
+        if self.keys is not None:
+            keys = torch.cat((self.keys, keys), dim=-2)
+            values = torch.cat((self.values, values), dim=-2)
+        self.keys, self.values = keys, values
+        return keys, values
+
+    def as_tuple(self) -> KeyValue:
+        return self.keys, self.values
+
+
+def rotate(rotary: RotaryEmbedding, x: Tensor, positions: Tensor | None) -> Tensor:
+    """Rotary embedding of `x` (batch, heads, time, head_dim) at `positions` (batch or 1, time).
+
+    Without positions, token t sits at position t (`RotaryEmbedding`'s own case); with them,
+    each token is rotated by the angle of its own position, which is what left padding and
+    cached decoding need.
+    """
+    if positions is None:
+        return rotary(x)
+    cos = rotary.cos[positions].unsqueeze(1).to(x.dtype)  # (B, 1, T, head_dim): same angle for every head
+    sin = rotary.sin[positions].unsqueeze(1).to(x.dtype)
+    return x * cos + rotate_half(x) * sin
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused projection for queries, keys and values."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.residual_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, rotary: RotaryEmbedding | None,
+                positions: Tensor | None = None, cache: KeyValueCache | None = None) -> Tensor:
+        """`mask` and `is_causal` as SDPA takes them, covering cached keys too; `cache` is extended in place."""
+        batch, length, channels = x.shape
+        q, k, v = self.qkv(x).split(self.n_embd, dim=-1)
+        # (B, T, C) -> (B, heads, T, head_dim)
+        q, k, v = (t.view(batch, length, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        if rotary is not None:
+            q, k = rotate(rotary, q, positions), rotate(rotary, k, positions)
+        if cache is not None:
+            k, v = cache.extend(k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(batch, length, channels)
+        return self.residual_dropout(self.proj(y))
