@@ -96,13 +96,16 @@ def test_run_directory_rule(tmp_path):
     assert run_directory(config, tmp_path / "elsewhere") == (tmp_path / "elsewhere").resolve()
 
 
-@pytest.mark.parametrize("arch", ["gpt", "bert"])
+@pytest.mark.parametrize("arch", ["gpt", "bert", "hybrid", "lstm", "gru", "rnn"])
 def test_template_is_valid_and_commented(tmp_path, arch):
+    from model_foundry.models import create_config
+
     path = new_pretraining("demo", arch=arch, root=tmp_path)
     text = path.read_text()
     assert "#" in text and f"architecture: {arch}" in text
     config = load_config(path).config
     assert config.experiment.name == "demo" and config.model.architecture == arch
+    create_config(arch, config.model.preset, vocab_size=100, **config.model.architecture_values())
     assert find_experiment_config("demo", root=tmp_path) == path
     with pytest.raises(UserError, match="already exists"):
         new_pretraining("demo", arch=arch, root=tmp_path)

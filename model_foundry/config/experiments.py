@@ -19,6 +19,10 @@ DEFAULT_ROOT = Path("experiments")
 ARCH_DEFAULTS = {
     "gpt": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
     "bert": {"task": "masked_lm", "tokenizer": "wordpiece", "norm": "post", "attention": "bidirectional"},
+    "hybrid": {"task": "hybrid", "tokenizer": "bpe", "norm": "pre", "attention": "bidirectional"},
+    "lstm": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
+    "gru": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
+    "rnn": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
 }
 
 
@@ -125,7 +129,9 @@ def new_finetuning(name: str, pretrain: str, task: str = "sequence_classificatio
     run_dir = Path(source).resolve()
     checkpoint = resolve_init_checkpoint(str(run_dir))
     backbone = read_model_config(checkpoint)
-    attention = backbone["config"].get("attention_type", "bidirectional")
+    settings = backbone["config"]
+    # Transformers record attention_type; recurrent models record whether they are bidirectional.
+    attention = settings.get("attention_type") or ("bidirectional" if settings.get("bidirectional") else "causal")
     template = resources.files("model_foundry.config").joinpath("templates/finetuning.yaml").read_text()
     text = template.format(name=name, pretrain_name=Path(pretrain).name, output_dir=root.as_posix(),
                            tokenizer=(run_dir / "tokenizer").as_posix(), checkpoint=run_dir.as_posix(),

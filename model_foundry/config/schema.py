@@ -140,8 +140,8 @@ class TaskSection(Section):
     @classmethod
     def two_loss_weights(cls, weights: list[float] | None) -> list[float] | None:
         if weights is not None and (len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0):
-            raise ValueError(f"loss_weights must be two non-negative numbers [mlm, clm], not both 0 "
-                             f"(for example [0.5, 0.5]); got {weights}")
+            raise ValueError("loss_weights must be two non-negative numbers [mlm, clm], not both 0 "
+                             "(for example [0.5, 0.5])")
         return weights
 
     @field_validator("type")

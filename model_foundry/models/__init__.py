@@ -1,4 +1,4 @@
-"""Models: transformer backbones, GPT and BERT, task heads and poolers, the registry and factory.
+"""Models: GPT, BERT and recurrent (LSTM, GRU, RNN) language models, task heads and poolers, the registry and factory.
 
 Importing this package registers the built-in architectures, so `create_model("gpt", ...)` and
 `BaseLanguageModel.from_pretrained(directory)` work right away.
@@ -7,10 +7,13 @@ from model_foundry.models.backbones.transformer import TransformerConfig
 from model_foundry.models.base import BaseLanguageModel, ModelOutput
 from model_foundry.models.bert import Bert, BertConfig
 from model_foundry.models.gpt import GPT, GPTConfig
+from model_foundry.models.hybrid import HybridConfig, HybridLM
+from model_foundry.models.recurrent import GRU, LSTM, RNN, GRUConfig, LSTMConfig, RNNConfig, RecurrentConfig
 from model_foundry.models.registry import (ARCHITECTURES, PRESETS, create_config, create_model, get_architecture,
                                            register_architecture)
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
 
 __all__ = ["ARCHITECTURES", "PRESETS", "BaseLanguageModel", "Bert", "BertConfig", "GPT", "GPTConfig",
-           "ModelOutput", "TaskHeadConfig", "TaskModel", "TransformerConfig", "create_config", "create_model",
-           "get_architecture", "register_architecture"]
+           "HybridConfig", "HybridLM", "GRU", "GRUConfig", "LSTM", "LSTMConfig", "RNN", "RNNConfig",
+           "RecurrentConfig", "ModelOutput", "TaskHeadConfig", "TaskModel", "TransformerConfig",
+           "create_config", "create_model", "get_architecture", "register_architecture"]

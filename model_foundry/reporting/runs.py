@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "val loss", "val ppl", "val", "best", "test")
-LANGUAGE_MODEL_TASKS = ("causal_lm", "masked_lm")
+LANGUAGE_MODEL_TASKS = ("causal_lm", "masked_lm", "hybrid")
 
 
 def find_results(root: Path) -> list[Path]:

@@ -25,7 +25,17 @@ def get_task(name: str) -> type:
 
 def build_task(config, tokenizer):
     """The task a config asks for; without `task.type`, the architecture's natural objective."""
+    name = config.task.type or default_task(config)
+    return get_task(name)(config, tokenizer)
+
+
+def default_task(config) -> str:
+    """The architecture's natural objective; a model made bidirectional cannot learn causal LM (it would
+    see the tokens it predicts), so it defaults to masked LM."""
     from model_foundry.models import get_architecture
 
-    name = config.task.type or get_architecture(config.model.architecture).default_task
-    return get_task(name)(config, tokenizer)
+    name = get_architecture(config.model.architecture).default_task
+    values = config.model.architecture_values()
+    if name == "causal_lm" and (values.get("bidirectional") or values.get("attention_type") == "bidirectional"):
+        return "masked_lm"
+    return name
