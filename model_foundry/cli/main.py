@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model_foundry.cli import commands
+    from model_foundry.cli import commands, inference_commands, inspect_commands
 
     parser = argparse.ArgumentParser(prog="foundry", description="Train tokenizers, pretrain and transfer "
                                      "small language models.")
@@ -97,6 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
     predict.set_defaults(handler=commands.predict)
 
+    generate = sub.add_parser("generate", help="continue a prompt with a trained causal language model")
+    generate.add_argument("run", help="run directory or experiment name")
+    generate.add_argument("--prompt", required=True, action="append",
+                          help="the text to continue (repeat for several prompts, generated as one batch)")
+    generate.add_argument("--max-new-tokens", type=int, default=50)
+    generate.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    generate.add_argument("--top-k", type=int, help="sample only among the K most likely tokens")
+    generate.add_argument("--top-p", type=float, help="sample only among the most likely tokens that make up P")
+    generate.add_argument("--seed", type=int, help="make the sampling reproducible")
+    generate.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    generate.set_defaults(handler=inference_commands.generate)
+
+    fill_mask = sub.add_parser("fill-mask", help="the most likely tokens at each [MASK] of a text")
+    fill_mask.add_argument("run", help="run directory or experiment name")
+    fill_mask.add_argument("--text", required=True, help='e.g. "the cat [MASK] on the mat"')
+    fill_mask.add_argument("--top-k", type=int, default=5, help="candidates per mask (default 5)")
+    fill_mask.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    fill_mask.set_defaults(handler=inference_commands.fill_mask)
+
     runs = sub.add_parser("runs", help="table of runs with their results")
     runs.add_argument("root", nargs="?", type=Path, default=Path("experiments"))
     runs.set_defaults(handler=commands.runs)
@@ -106,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, help="the PNG file (default: plots/<metric>.png of the first run)")
     plot.add_argument("--metric", default="loss")
     plot.set_defaults(handler=commands.plot)
+
+    summary = sub.add_parser("summary", help="modules, output shapes, parameters and a dry run of a model",
+                             description="foundry summary TARGET: TARGET is a run directory or experiment name "
+                                         "(its best, else last, checkpoint) or a config YAML (a fresh model).")
+    summary.add_argument("target", help="run directory, experiment name or config YAML path")
+    summary.add_argument("--stats", action="store_true", help="mean, std, min, max and zeros of every weight")
+    summary.add_argument("--no-dry-run", dest="dry_run", action="store_false",
+                         help="skip the forward and backward pass on one training batch")
+    summary.add_argument("--depth", type=int, default=3, help="levels of nested modules to show (default 3)")
+    summary.set_defaults(handler=inspect_commands.summary)
     return parser
 
 
