@@ -25,15 +25,6 @@ CORPUS_LINES = ["the cat sat on the mat and the dog sat on the log .",
                 "to be or not to be , that is the question we ask ."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run fastest on one thread; a second one only spin-waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def scrambled(model: nn.Module) -> nn.Module:
     """Large random weights (LayerNorm gains around 1), so next-token choices are far from ties and
     vary with the prompt and the position."""

@@ -23,15 +23,6 @@ CELLS = ["lstm", "gru", "rnn"]
 ASSERT = {"atol": 1e-5, "rtol": 1e-5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run fastest on one thread; a second one only spin-waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(arch: str = "lstm", **values) -> BaseLanguageModel:
     torch.manual_seed(0)
     return create_model(arch, **{**TINY, **values}).eval()

@@ -24,6 +24,15 @@ class GPTConfig(TransformerConfig):
     """GPT-2's settings (the `TransformerConfig` defaults): causal, pre-LN, gelu_tanh, eps 1e-5."""
 
 
+def scale_residual_projections(model: nn.Module, n_layer: int) -> None:
+    """GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 * n_layer), so
+    the stream's variance does not grow with depth (two residual branches per block)."""
+    residual_std = INIT_STD / math.sqrt(2 * n_layer)
+    for name, param in model.named_parameters():
+        if name.endswith(RESIDUAL_PROJECTIONS):
+            nn.init.normal_(param, mean=0.0, std=residual_std)
+
+
 @register_architecture("gpt", "gpt2")
 class GPT(BaseLanguageModel):
     model_type = "gpt"
@@ -37,12 +46,7 @@ class GPT(BaseLanguageModel):
         self.backbone = TransformerBackbone(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.apply(init_normal)
-        # GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 * n_layer),
-        # so the stream's variance does not grow with depth (two residual branches per block).
-        residual_std = INIT_STD / math.sqrt(2 * config.n_layer)
-        for name, param in self.named_parameters():
-            if name.endswith(RESIDUAL_PROJECTIONS):
-                nn.init.normal_(param, mean=0.0, std=residual_std)
+        scale_residual_projections(self, config.n_layer)
         self.tie_weights()
 
     def get_output_embeddings(self) -> nn.Linear:

@@ -23,7 +23,6 @@ controls address its blocks as `backbone.blocks.<i>`.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field, fields, replace
 
 from torch import Tensor, nn
@@ -31,10 +30,10 @@ from torch import Tensor, nn
 from model_foundry.errors import UserError, did_you_mean
 from model_foundry.models.backbones.attention import KeyValue
 from model_foundry.models.backbones.transformer import TRANSFORMER_PRESETS, TransformerBackbone, TransformerConfig
-from model_foundry.models.base import (INIT_STD, BaseLanguageModel, ModelOutput, init_normal, resized_rows,
+from model_foundry.models.base import (BaseLanguageModel, ModelOutput, init_normal, resized_rows,
                                        token_loss)
 from model_foundry.models.bert import MaskedLMHead
-from model_foundry.models.gpt import RESIDUAL_PROJECTIONS
+from model_foundry.models.gpt import scale_residual_projections
 from model_foundry.models.registry import register_architecture
 
 DESIGNS = ("two_stack", "shared")
@@ -132,11 +131,7 @@ class HybridLM(BaseLanguageModel):
         self.mlm_head = MaskedLMHead(config)
         self.clm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.apply(init_normal)
-        # GPT-2's depth-scaled init of the projections that write into the residual stream.
-        residual_std = INIT_STD / math.sqrt(2 * config.n_layer)
-        for name, param in self.named_parameters():
-            if name.endswith(RESIDUAL_PROJECTIONS):
-                nn.init.normal_(param, mean=0.0, std=residual_std)
+        scale_residual_projections(self, config.n_layer)
         self.tie_weights()
 
     # ---- weights shared with the token embedding -----------------------------------------------
