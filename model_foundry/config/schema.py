@@ -89,6 +89,10 @@ class ModelSection(Section):
     bidirectional: bool | None = None
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, validation_alias=alias("dtype", "torch_dtype"))
+    # hf only: a Hugging Face model directory or hub name, and whether to run code it ships.
+    hf_name_or_path: str | None = None
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool | None = None
 
     @field_validator("architecture")
     @classmethod
@@ -101,7 +105,8 @@ class ModelSection(Section):
 
     def architecture_values(self) -> dict:
         """The keys that configure the architecture itself, with unset ones left out."""
-        meta = {"architecture", "preset", "dtype"}
+        meta = {"architecture", "preset"} if self.architecture == "hf" else {"architecture", "preset", "dtype",
+                                                                            "trust_remote_code"}
         return {k: v for k, v in self.model_dump().items() if k not in meta and v is not None}
 
 
@@ -249,6 +254,30 @@ class LoggingSection(Section):
     project: str = "model-foundry"
 
 
+class LoraSection(Section):
+    """Low-rank adapters (through `peft`) on the backbone's projections; the base weights stay frozen."""
+
+    enabled: bool = False
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0.0, validation_alias=alias("alpha", "lora_alpha"))
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, validation_alias=alias("dropout", "lora_dropout"))
+    # Module names (suffixes) to adapt; None picks the backbone family's projections.
+    target_modules: list[str] | None = None
+    # Block indices to adapt (0 = first); None adapts every block.
+    layers_to_transform: list[int] | None = None
+    # Extra modules trained in full and saved with the adapter; the task head and pooler always are.
+    modules_to_save: list[str] = []
+    use_rslora: bool = False
+    use_dora: bool = False
+    # true (peft's default: B = 0, so training starts from the base model), false (random), or a
+    # peft scheme name such as "gaussian", "pissa", "olora".
+    init_lora_weights: bool | str = True
+    # A saved adapter directory (adapter_config.json + adapter_model.safetensors) to start from;
+    # its own r, alpha and target modules apply. is_trainable: false keeps it frozen.
+    pretrained_adapter_path: str | None = None
+    is_trainable: bool = True
+
+
 class FoundryConfig(Section):
     experiment: ExperimentSection = ExperimentSection()
     tokenizer: TokenizerSection = TokenizerSection()
@@ -257,5 +286,15 @@ class FoundryConfig(Section):
     task: TaskSection = TaskSection()
     training: TrainingSection = TrainingSection()
     transfer: TransferSection = TransferSection()
+    lora: LoraSection = LoraSection()
     loss_modifiers: LossModifiersSection = LossModifiersSection()
     logging: LoggingSection = LoggingSection()
+
+    @model_validator(mode="after")
+    def lora_keeps_the_base_frozen(self) -> "FoundryConfig":
+        t = self.transfer
+        if self.lora.enabled and (t.freeze_epochs is not None or t.unfreeze_at_iteration is not None):
+            raise ValueError("lora.enabled keeps the base weights frozen for the whole run, so "
+                             "transfer.freeze_epochs / unfreeze_at_iteration (which unfreeze them) cannot be used "
+                             "with it; remove one of them")
+        return self

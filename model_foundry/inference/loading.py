@@ -30,6 +30,6 @@ def load_model(run: str | Path, checkpoint: str = "best"):
 
 
 def load_tokenizer(run: str | Path):
-    from model_foundry.tokenizer import FoundryTokenizer
+    from model_foundry.tokenizer import load_any_tokenizer
 
-    return FoundryTokenizer.load(find_run(run) / "tokenizer")
+    return load_any_tokenizer(find_run(run) / "tokenizer")

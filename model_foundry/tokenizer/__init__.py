@@ -8,8 +8,17 @@
 
 Every kind reserves ids 0..4 for pad, unk, cls (= bos), sep (= eos) and mask.
 """
+from pathlib import Path
+
 from model_foundry.tokenizer.foundry_tokenizer import FoundryTokenizer
+from model_foundry.tokenizer.hf_tokenizer import HFTokenizer, is_hf_tokenizer_dir
 from model_foundry.tokenizer.kinds import TOKENIZER_TYPES
 from model_foundry.tokenizer.training import train_tokenizer
 
-__all__ = ["FoundryTokenizer", "TOKENIZER_TYPES", "train_tokenizer"]
+
+def load_any_tokenizer(path: str | Path) -> FoundryTokenizer | HFTokenizer:
+    """Ours (a bare tokenizer.json) or a Hugging Face one (saved with tokenizer_config.json beside it)."""
+    return HFTokenizer.load(path) if is_hf_tokenizer_dir(path) else FoundryTokenizer.load(path)
+
+
+__all__ = ["FoundryTokenizer", "HFTokenizer", "TOKENIZER_TYPES", "load_any_tokenizer", "train_tokenizer"]

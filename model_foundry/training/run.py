@@ -18,7 +18,7 @@ from model_foundry.config.experiments import run_directory
 from model_foundry.config.loading import save_yaml
 from model_foundry.errors import UserError
 from model_foundry.tasks import build_task
-from model_foundry.tokenizer import FoundryTokenizer, train_tokenizer
+from model_foundry.tokenizer import FoundryTokenizer, HFTokenizer, load_any_tokenizer, train_tokenizer
 from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.results import write_results, write_run_info
@@ -80,6 +80,10 @@ def build_trainer(config: FoundryConfig, run_dir: Path) -> Trainer:
                               strict=config.transfer.strict)
     if config.transfer.reinit_n_layers:
         reinit_last_layers(model, config.transfer.reinit_n_layers)
+    if config.lora.enabled:  # before resuming: a LoRA checkpoint holds the adapted model's weights
+        from model_foundry.training.lora import apply_lora
+
+        model = apply_lora(model, config.lora)
     if start_from is not None:
         load_weights(model, start_from.path, strict=config.training.strict)
     trainer = Trainer(config, model, task, splits, run_dir)
@@ -111,6 +115,9 @@ def absolute_paths(config: FoundryConfig) -> FoundryConfig:
         split.path = absolute(split.path)
     config.data.cache_dir = absolute(config.data.cache_dir)
     config.training.resume_from = absolute(config.training.resume_from)
+    hf_model = config.model.hf_name_or_path
+    if hf_model and Path(hf_model).expanduser().exists():  # a local directory, not a hub name
+        config.model.hf_name_or_path = absolute(hf_model)
     return config
 
 
@@ -119,9 +126,9 @@ def architecture_from_init_checkpoint(config: FoundryConfig) -> FoundryConfig:
     so the resolved config names the backbone the run really has."""
     init = config.transfer.init_from_checkpoint
     if init and "architecture" not in config.model.model_fields_set:
-        from model_foundry.models.base import read_model_config
+        from model_foundry.training.transfer import checkpoint_model_config
 
-        config.model.architecture = read_model_config(resolve_init_checkpoint(init))["architecture"]
+        config.model.architecture = checkpoint_model_config(resolve_init_checkpoint(init))["architecture"]
     return config
 
 
@@ -154,18 +161,20 @@ def obtain_tokenizer(config: FoundryConfig, run_dir: Path) -> FoundryTokenizer:
     """
     own = run_dir / "tokenizer"
     tok_cfg = config.tokenizer
-    if tok_cfg.path is not None and not config.transfer.init_from_checkpoint:
-        tokenizer = FoundryTokenizer.load(tok_cfg.path)
+    if config.model.architecture == "hf" and not (own / "tokenizer.json").is_file():  # the model's own vocabulary
+        tokenizer = HFTokenizer.load(config.model.hf_name_or_path, config.model.trust_remote_code)
+    elif tok_cfg.path is not None and not config.transfer.init_from_checkpoint:
+        tokenizer = load_any_tokenizer(tok_cfg.path)
     elif (own / "tokenizer.json").is_file():
-        tokenizer = FoundryTokenizer.load(own)
+        tokenizer = load_any_tokenizer(own)
     elif config.transfer.init_from_checkpoint and (source := source_run_tokenizer(
             resolve_init_checkpoint(config.transfer.init_from_checkpoint))):
-        tokenizer = FoundryTokenizer.load(source)
+        tokenizer = load_any_tokenizer(source)
     elif tok_cfg.path is not None:
-        tokenizer = FoundryTokenizer.load(tok_cfg.path)
+        tokenizer = load_any_tokenizer(tok_cfg.path)
     elif config.training.resume_from and (source := source_run_tokenizer(
             ckpt.resolve_checkpoint(config.training.resume_from, "training.resume_from"))):
-        tokenizer = FoundryTokenizer.load(source)
+        tokenizer = load_any_tokenizer(source)
     else:
         tokenizer = train_new_tokenizer(config)
     if not (own / "tokenizer.json").is_file():
