@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model_foundry.cli import commands, inference_commands, inspect_commands
+    from model_foundry.cli import commands, export_commands, inference_commands, inspect_commands
 
     parser = argparse.ArgumentParser(prog="foundry", description="Train tokenizers, pretrain and transfer "
                                      "small language models.")
@@ -115,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     fill_mask.add_argument("--top-k", type=int, default=5, help="candidates per mask (default 5)")
     fill_mask.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
     fill_mask.set_defaults(handler=inference_commands.fill_mask)
+
+    export = sub.add_parser("export", help="a run with LoRA merged (--merge-lora), or in Hugging Face format")
+    export.add_argument("run", help="run directory or experiment name")
+    export.add_argument("--out", type=Path, required=True, help="a new directory for the export")
+    export.add_argument("--format", choices=["foundry", "hf"], default="foundry",
+                        help="foundry: a run directory (default); hf: config.json + model.safetensors + tokenizer")
+    export.add_argument("--merge-lora", action="store_true", help="add the LoRA adapters into the base weights")
+    export.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    export.set_defaults(handler=export_commands.export)
 
     runs = sub.add_parser("runs", help="table of runs with their results")
     runs.add_argument("root", nargs="?", type=Path, default=Path("experiments"))

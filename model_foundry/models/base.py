@@ -188,6 +188,10 @@ class BaseLanguageModel(nn.Module, ABC):
         """
         directory = Path(directory)
         meta = read_model_config(directory)
+        if "lora" in meta:  # a backbone with LoRA adapters (and maybe a task head)
+            from model_foundry.training.lora import load_lora_model
+
+            return load_lora_model(directory, meta)
         if "task_head" in meta:  # a finetuned backbone with its task head
             from model_foundry.models.task_model import TaskModel
 

@@ -20,7 +20,6 @@ from torch.utils.data import Dataset
 
 from model_foundry.data import LabelledCollator, LabelSet, guess_format, resolve_paths
 from model_foundry.errors import UserError
-from model_foundry.models.base import read_model_config
 from model_foundry.models.registry import create_config
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
 from model_foundry.tasks.base import DatasetSplits, Task
@@ -49,10 +48,10 @@ def backbone_settings(config, tokenizer) -> tuple[str, Any]:
     values = model_cfg.architecture_values()
     preset = model_cfg.preset
     if transfer.init_from_checkpoint:
-        from model_foundry.training.transfer import resolve_init_checkpoint
+        from model_foundry.training.transfer import checkpoint_model_config, resolve_init_checkpoint
 
         checkpoint = resolve_init_checkpoint(transfer.init_from_checkpoint)
-        meta = read_model_config(checkpoint)
+        meta = checkpoint_model_config(checkpoint)  # a Hugging Face directory (hf:DIR) too
         if "architecture" in model_cfg.model_fields_set and model_cfg.architecture != meta["architecture"]:
             raise UserError(f"model.architecture is {model_cfg.architecture!r}, but transfer.init_from_checkpoint "
                             f"({checkpoint}) holds a {meta['architecture']!r} backbone; remove model.architecture "

@@ -16,8 +16,10 @@ and scales exactly as the uninterrupted one did.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,16 +29,24 @@ from torch import nn
 from model_foundry.config.experiments import find_run
 from model_foundry.config.schema import TransferSection
 from model_foundry.errors import UserError
-from model_foundry.models.base import init_normal
+from model_foundry.models.base import INIT_STD, read_model_config
+from model_foundry.models.hf_conversion import bert_config_from_hf, gpt_config_from_hf
 from model_foundry.training.checkpoints import is_checkpoint, recover
 from model_foundry.training.weights import tied_parameter_names
 
 HEAD = "head"
 BACKBONE = "backbone"
+HF_PREFIX = "hf:"
+HF_CONFIG = "config.json"
+# Hugging Face model_type -> (our architecture, config converter).
+HF_CONFIG_CONVERTERS = {"gpt2": ("gpt", gpt_config_from_hf), "bert": ("bert", bert_config_from_hf)}
 
 
 def resolve_init_checkpoint(spec: str) -> Path:
-    """A checkpoint directory from a checkpoint path, a run directory (best, else last) or an experiment name."""
+    """A checkpoint directory from a checkpoint path, a run directory (best, else last) or an experiment name;
+    `hf:DIR` names a Hugging Face GPT-2 or BERT directory (config.json + model.safetensors)."""
+    if spec.startswith(HF_PREFIX):
+        return hf_directory(spec)
     path = Path(spec)
     if not path.exists():
         try:
@@ -52,6 +62,45 @@ def resolve_init_checkpoint(spec: str) -> Path:
                     "model.safetensors and model_config.json, or a run directory with checkpoints/best or last).")
 
 
+def hf_directory(spec: str) -> Path:
+    path = Path(spec.removeprefix(HF_PREFIX))
+    if not (path / HF_CONFIG).is_file():
+        raise UserError(f"transfer.init_from_checkpoint = {spec!r}: {path} has no {HF_CONFIG}; hf: needs a "
+                        "Hugging Face model directory (config.json + model.safetensors).")
+    if not (path / "model.safetensors").is_file():
+        hint = " (it holds pytorch_model.bin: convert it to safetensors first)" if (
+            path / "pytorch_model.bin").is_file() else ""
+        raise UserError(f"transfer.init_from_checkpoint = {spec!r}: {path} has no model.safetensors{hint}; "
+                        "pickled weights are never loaded.")
+    return path
+
+
+def is_hf_directory(checkpoint: Path) -> bool:
+    return (checkpoint / HF_CONFIG).is_file() and not (checkpoint / "model_config.json").is_file()
+
+
+def checkpoint_model_config(checkpoint: Path) -> dict:
+    """`model_config.json` of a checkpoint; for a Hugging Face directory, the same built from its config.json."""
+    if not is_hf_directory(checkpoint):
+        return read_model_config(checkpoint)
+    hf_config = json.loads((checkpoint / HF_CONFIG).read_text(encoding="utf-8"))
+    model_type = hf_config.get("model_type")
+    if model_type not in HF_CONFIG_CONVERTERS:
+        raise UserError(f"{checkpoint / HF_CONFIG} describes a {model_type!r} model; hf: imports into our "
+                        f"backbones only {', '.join(HF_CONFIG_CONVERTERS)} (use model.architecture: hf for others).")
+    architecture, convert = HF_CONFIG_CONVERTERS[model_type]
+    return {"architecture": architecture, "config": asdict(convert(hf_config))}
+
+
+def hf_state_dict_as_ours(state: dict, checkpoint: Path, config) -> dict:
+    """The tensors of a Hugging Face GPT-2 / BERT directory under our names (`config` gives the depth)."""
+    from model_foundry.models import hf_conversion
+
+    if checkpoint_model_config(checkpoint)["architecture"] == "gpt":
+        return hf_conversion.gpt_state_dict_from_hf_gpt2(state, config)
+    return hf_conversion.bert_state_dict_from_hf_bert(state, config)
+
+
 def load_backbone_weights(model: nn.Module, checkpoint: Path, strict: bool) -> None:
     """Copy the checkpoint's `backbone.*` tensors into `model` and say what was left out.
 
@@ -62,6 +111,8 @@ def load_backbone_weights(model: nn.Module, checkpoint: Path, strict: bool) -> N
         state = load_file(checkpoint / "model.safetensors")
     except Exception as exc:  # safetensors raises several types for damaged files
         raise UserError(f"Weights file {checkpoint / 'model.safetensors'} cannot be read ({exc}).") from None
+    if is_hf_directory(checkpoint):
+        state = hf_state_dict_as_ours(state, checkpoint, model.config)
     own = model.state_dict()
     backbone = {k: v for k, v in state.items() if k.startswith("backbone.") and k in own}
     mismatched = [k for k, v in backbone.items() if v.shape != own[k].shape]
@@ -96,10 +147,24 @@ def reinit_last_layers(model: nn.Module, n: int) -> None:
     if n > len(blocks):
         raise UserError(f"transfer.reinit_n_layers is {n}, but the backbone has only {len(blocks)} blocks.")
     for block in list(blocks)[len(blocks) - n:]:
-        block.apply(init_normal)
         for module in block.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.reset_parameters()
+            reinit_own_parameters(module)
+
+
+@torch.no_grad()
+def reinit_own_parameters(module: nn.Module) -> None:
+    """GPT-2/BERT initialisation for any layer type, ours or Hugging Face's (Conv1D, RMSNorm, ...):
+    norms back to weight 1 and bias 0, other matrices ~ N(0, 0.02), biases 0."""
+    is_norm = "norm" in type(module).__name__.lower()
+    for name, param in module.named_parameters(recurse=False):
+        if name == "bias" or (is_norm and name != "weight"):
+            param.zero_()
+        elif is_norm:
+            param.fill_(1.0)
+        elif param.dim() >= 2:
+            nn.init.normal_(param, mean=0.0, std=INIT_STD)
+        elif hasattr(module, "reset_parameters"):
+            module.reset_parameters()
 
 
 def part_and_depth(name: str, num_blocks: int) -> tuple[str, int | None]:

@@ -1,0 +1,171 @@
+"""LoRA through peft: what trains, what is saved, and that a saved LoRA run reloads and resumes exactly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytest.importorskip("peft")
+
+import model_foundry  # noqa: E402
+from model_foundry.errors import UserError  # noqa: E402
+from model_foundry.inference.predict import predict_run  # noqa: E402
+from model_foundry.models import BaseLanguageModel  # noqa: E402
+from model_foundry.models.gpt import GPTConfig  # noqa: E402
+from model_foundry.models.task_model import TaskHeadConfig, TaskModel  # noqa: E402
+from model_foundry.training.lora import apply_lora, merge_lora  # noqa: E402
+from tests.test_finetuning import finetune_config, ft_dir, write_sentiment  # noqa: E402
+
+SETTINGS = {"r": 4, "alpha": 8.0, "dropout": 0.0, "is_trainable": True}
+
+
+def classifier() -> TaskModel:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=16, block_size=16, dropout=0.0)
+    return TaskModel("gpt", config, TaskHeadConfig(task="sequence_classification", num_outputs=3,
+                                                   pooler="attention"))
+
+
+def inputs() -> dict:
+    ids = torch.randint(0, 40, (3, 10), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def pretend_training(model: torch.nn.Module) -> None:
+    """Move every trainable weight (adapters, head, pooler) as training would."""
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.1)
+
+
+def test_only_adapters_head_and_pooler_train_and_loss_works():
+    model = apply_lora(classifier(), {**SETTINGS, "layers_to_transform": [1]})
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or n.startswith(("head.", "pooler.")) for n in trainable)
+    adapted = {n.split(".lora_")[0] for n in trainable if ".lora_" in n}
+    assert adapted == {f"backbone.blocks.1.{m}" for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")}
+    output = model(**inputs(), labels=torch.tensor([0, 2, 1]))
+    output.loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_lora_save_reload_predicts_identically_with_the_trained_head(tmp_path):
+    model = apply_lora(classifier(), SETTINGS).eval()
+    initial_head = model.head.modules_to_save["default"].out_proj.weight.detach().clone()
+    pretend_training(model)
+    trained_head = model.head.modules_to_save["default"].out_proj.weight.detach().clone()
+    before = model(**inputs()).logits
+    model.save_pretrained(tmp_path / "ckpt")
+
+    saved = load_file(tmp_path / "ckpt" / "model.safetensors")
+    # The trap: the head used for predictions must be the trained one, not the initial random head.
+    assert torch.equal(saved["head.modules_to_save.default.out_proj.weight"], trained_head)
+    assert not torch.equal(trained_head, initial_head)
+    assert any(".lora_A." in key for key in saved)
+    adapter_config = json.loads((tmp_path / "ckpt" / "adapter" / "adapter_config.json").read_text())
+    assert {"head", "pooler"} <= set(adapter_config["modules_to_save"])
+    adapter = load_file(tmp_path / "ckpt" / "adapter" / "adapter_model.safetensors")
+    assert torch.equal(adapter["base_model.model.head.out_proj.weight"], trained_head)
+    meta = json.loads((tmp_path / "ckpt" / "model_config.json").read_text())
+    assert meta["lora"]["r"] == 4 and meta["task_head"]["num_outputs"] == 3
+
+    reloaded = BaseLanguageModel.from_pretrained(tmp_path / "ckpt")
+    assert torch.equal(reloaded(**inputs()).logits, before)
+    assert not torch.allclose(classifier()(**inputs()).logits, before)  # the adapters and head matter
+
+
+def test_merge_gives_the_same_predictions_without_adapters(tmp_path):
+    model = apply_lora(classifier(), SETTINGS).eval()
+    pretend_training(model)
+    before = model(**inputs()).logits
+    merged = merge_lora(model)
+    assert type(merged) is TaskModel and not any("lora_" in n for n, _ in merged.named_parameters())
+    assert torch.allclose(merged(**inputs()).logits, before, atol=1e-5)
+    merged.save_pretrained(tmp_path / "merged")
+    assert "lora" not in json.loads((tmp_path / "merged" / "model_config.json").read_text())
+    assert torch.allclose(BaseLanguageModel.from_pretrained(tmp_path / "merged")(**inputs()).logits, before,
+                          atol=1e-5)
+
+
+def test_bad_targets_and_layers_are_user_errors():
+    with pytest.raises(UserError, match=r"attn\.qkv"):
+        apply_lora(classifier(), {**SETTINGS, "target_modules": ["q_proj"]})
+    with pytest.raises(UserError, match="layers_to_transform"):
+        apply_lora(classifier(), {**SETTINGS, "layers_to_transform": [5]})
+
+
+# ---- through training runs -------------------------------------------------------------------------
+@pytest.fixture
+def sentiment(tmp_path):
+    for name, rows, seed in (("train", 64, 1), ("dev", 16, 2), ("test", 16, 3)):
+        write_sentiment(tmp_path / f"{name}.tsv", rows, seed)
+    return tmp_path
+
+
+def lora_run_config(tmp_path, data_dir, name: str, max_steps: int, **lora) -> dict:
+    config = finetune_config(tmp_path, None, data_dir,
+                             model={"architecture": "gpt", "n_layer": 2, "n_head": 2, "n_embd": 16,
+                                    "block_size": 32},
+                             tokenizer={"type": "char", "vocab_size": 48},
+                             training={"max_steps": max_steps, "eval_interval": 4, "lr_schedule": "constant",
+                                       "batch_size": 8},
+                             lora={"enabled": True, "r": 2, **lora})
+    config["transfer"] = {}
+    config["experiment"]["name"] = name
+    return config
+
+
+def run_dir(tmp_path, name: str):
+    return tmp_path / "experiments" / "finetuning" / name
+
+
+def test_lora_run_resumes_exactly_and_reloads(sentiment, tmp_path):
+    model_foundry.train(lora_run_config(tmp_path, sentiment, "straight", 8))
+    model_foundry.train(lora_run_config(tmp_path, sentiment, "split", 4))
+    model_foundry.train(lora_run_config(tmp_path, sentiment, "split", 8), overrides=["training.resume=true"])
+    for kind in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        straight = load_file(run_dir(tmp_path, "straight") / "checkpoints" / "last" / kind)
+        split = load_file(run_dir(tmp_path, "split") / "checkpoints" / "last" / kind)
+        assert straight.keys() == split.keys()
+        assert all(torch.equal(straight[k], split[k]) for k in straight)
+    predictions = predict_run(run_dir(tmp_path, "straight"), text="a good film")
+    assert predictions[0]["label"] in {"0", "1"}
+
+
+def test_frozen_pretrained_adapter_stays_fixed_while_the_head_trains(sentiment, tmp_path):
+    model_foundry.train(lora_run_config(tmp_path, sentiment, "source", 4))
+    source = run_dir(tmp_path, "source") / "checkpoints" / "last"
+    frozen = lora_run_config(tmp_path, sentiment, "frozen", 4, pretrained_adapter_path=str(source / "adapter"),
+                             is_trainable=False)
+    frozen["tokenizer"] = {"path": str(run_dir(tmp_path, "source") / "tokenizer")}
+    model_foundry.train(frozen)
+    before = load_file(source / "adapter" / "adapter_model.safetensors")
+    after = load_file(run_dir(tmp_path, "frozen") / "checkpoints" / "last" / "adapter" / "adapter_model.safetensors")
+    lora_keys = [k for k in before if "lora_" in k]
+    assert lora_keys and all(torch.equal(before[k], after[k]) for k in lora_keys)
+    head = "base_model.model.head.out_proj.weight"
+    assert not torch.equal(before[head], after[head])
+
+
+def test_lora_on_a_hugging_face_decoder_targets_its_projections_and_reloads(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    hf_backbone = pytest.importorskip("model_foundry.models.hf_backbone")
+    config = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=64, vocab_size=50)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
+    model = TaskModel("hf", hf_backbone.HFConfig(hf_name_or_path=str(tmp_path / "llama")),
+                      TaskHeadConfig(task="sequence_classification", num_outputs=2, pooler="last"))
+    model = apply_lora(model, {**SETTINGS, "layers_to_transform": [0]}).eval()
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if ".lora_" in n}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert not any(".lora_" in n and ".1." in n for n, _ in model.named_parameters())
+    pretend_training(model)
+    before = model(**inputs()).logits
+    model.save_pretrained(tmp_path / "ckpt")
+    assert torch.equal(BaseLanguageModel.from_pretrained(tmp_path / "ckpt")(**inputs()).logits, before)
