@@ -40,9 +40,14 @@ def last_logged_step(run_dir: Path) -> int:
     return int(rows[-1]["step"]) if rows and rows[-1].get("step") else 0
 
 
+def foundry_env() -> dict[str, str]:
+    """One thread for every run (bit-identical results need the same thread count: it fixes the order of
+    floating-point sums), and one because tiny models gain nothing from more on a busy machine."""
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+
+
 def start(config: Path, out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen([*FOUNDRY, "train", str(config), "--out", str(out), *extra], env=env,
+    return subprocess.Popen([*FOUNDRY, "train", str(config), "--out", str(out), *extra], env=foundry_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -67,7 +72,7 @@ def test_sigkill_then_resume_is_bit_identical(tiny_corpus, tmp_path, arch):
     config = resume_config(tiny_corpus, tmp_path, arch)
     reference = tmp_path / "reference"
     done = subprocess.run([*FOUNDRY, "train", str(config), "--out", str(reference)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                          text=True, env=foundry_env())
     assert done.returncode == 0, done.stderr[-2000:]
 
     interrupted = tmp_path / "interrupted"
