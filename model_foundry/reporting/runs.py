@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "val loss", "val ppl", "val", "best", "test")
+COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "val loss", "val ppl", "val bits/tok", "val",
+           "best", "test")
 LANGUAGE_MODEL_TASKS = ("causal_lm", "masked_lm", "hybrid")
 
 
@@ -31,6 +32,9 @@ def run_row(results_path: Path, root: Path) -> dict[str, str]:
         "tok/s": f"{run['tokens_per_sec']:,.0f}" if run.get("tokens_per_sec") else "",
         "val loss": number(val.get("loss")),
         "val ppl": number(val.get("perplexity"), 2),
+        # Bits per token of next-token prediction for causal LMs and hybrids (bits per character with the
+        # char tokenizer: comparable across them); of the masked tokens for masked LMs.
+        "val bits/tok": number(val.get("bits_per_token"), 3),
         "val": "" if results.get("task") in LANGUAGE_MODEL_TASKS else headline(val),
         "best": f"step {results.get('best_step')} ({results.get('checkpoint')})",
         "test": headline(test),
