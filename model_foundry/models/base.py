@@ -105,6 +105,14 @@ class BaseLanguageModel(nn.Module, ABC):
         logits = self(sequence, attention_mask=attention_mask).logits
         return logits[:, -1], sequence
 
+    def head_output(self, head: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, labels: Tensor | None,
+                    token_type_ids: Tensor | None, output_hidden_states: bool) -> ModelOutput:
+        """backbone -> `head` -> token loss: the forward pass of every single-head language model."""
+        hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = head(hidden)
+        loss = token_loss(logits, labels) if labels is not None else None
+        return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+
     @property
     def num_layers(self) -> int:
         return len(self.backbone.blocks)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from model_foundry.models.backbones.transformer import (ACTIVATIONS, TRANSFORMER_PRESETS, TransformerBackbone,
                                                         TransformerConfig, layer_norm)
-from model_foundry.models.base import BaseLanguageModel, ModelOutput, init_normal, resized_rows, token_loss
+from model_foundry.models.base import BaseLanguageModel, ModelOutput, init_normal, resized_rows
 from model_foundry.models.registry import register_architecture
 
 
@@ -76,7 +76,4 @@ class Bert(BaseLanguageModel):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
                 token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
         """Vocabulary logits at every position; the loss counts only positions whose label is not -100."""
-        hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
-        logits = self.mlm_head(hidden)
-        loss = token_loss(logits, labels) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+        return self.head_output(self.mlm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states)

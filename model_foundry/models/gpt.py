@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from model_foundry.models.backbones.attention import KeyValue
 from model_foundry.models.backbones.transformer import TRANSFORMER_PRESETS, TransformerBackbone, TransformerConfig
-from model_foundry.models.base import INIT_STD, BaseLanguageModel, ModelOutput, init_normal, token_loss
+from model_foundry.models.base import INIT_STD, BaseLanguageModel, ModelOutput, init_normal
 from model_foundry.models.registry import register_architecture
 
 RESIDUAL_PROJECTIONS = ("attn.proj.weight", "mlp.proj.weight")
@@ -55,10 +55,7 @@ class GPT(BaseLanguageModel):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
                 token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
         """Next-token logits (batch, time, vocab); `labels` are already the next tokens (not shifted here)."""
-        hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
-        logits = self.lm_head(hidden)
-        loss = token_loss(logits, labels) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+        return self.head_output(self.lm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states)
 
     def decode_step(self, input_ids: Tensor, attention_mask: Tensor,
                     cache: list[KeyValue] | None = None) -> tuple[Tensor, list[KeyValue]]:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from model_foundry.errors import UserError
-from model_foundry.models.base import INIT_STD, BaseLanguageModel, ModelOutput, init_normal, resized_rows, token_loss
+from model_foundry.models.base import INIT_STD, BaseLanguageModel, ModelOutput, init_normal, resized_rows
 from model_foundry.models.registry import register_architecture
 
 RECURRENT_LAYERS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -288,10 +288,7 @@ class RecurrentLanguageModel(BaseLanguageModel):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
                 token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
         """Vocabulary logits (batch, time, vocab); `labels` are aligned with them already (not shifted here)."""
-        hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
-        logits = self.lm_head(hidden)
-        loss = token_loss(logits, labels) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+        return self.head_output(self.lm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states)
 
     def decode_step(self, input_ids: Tensor, attention_mask: Tensor | None,
                     cache: list[LayerState] | None = None) -> tuple[Tensor, list[LayerState]]:
