@@ -5,17 +5,15 @@ from pathlib import Path
 
 from model_foundry.config.experiments import find_run
 from model_foundry.errors import UserError
-from model_foundry.training.checkpoints import is_checkpoint, recover
+from model_foundry.training.checkpoints import first_checkpoint
 
 
 def checkpoint_of(run_dir: Path, checkpoint: str = "best") -> Path:
     """`checkpoints/<checkpoint>` of a run, falling back from best to last (runs without a val split)."""
     names = [checkpoint, "last"] if checkpoint == "best" else [checkpoint]
-    for name in names:
-        path = run_dir / "checkpoints" / name
-        recover(path)
-        if is_checkpoint(path):
-            return path
+    found = first_checkpoint([run_dir / "checkpoints" / name for name in names])
+    if found is not None:
+        return found
     raise UserError(f"Run {run_dir} has no checkpoints/{checkpoint} to load; has it been trained?")
 
 

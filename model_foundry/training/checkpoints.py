@@ -66,13 +66,21 @@ def is_checkpoint(directory: Path) -> bool:
     return (directory / "model.safetensors").is_file() and (directory / "model_config.json").is_file()
 
 
-def resolve_checkpoint(path: str | Path, key: str) -> Path:
-    """A checkpoint directory from a checkpoint path or a run directory (whose `checkpoints/last` is used)."""
-    candidate = Path(path)
-    for option in (candidate, candidate / "checkpoints" / "last", candidate / "last"):
+def first_checkpoint(candidates: list[Path]) -> Path | None:
+    """The first of `candidates` that is a complete checkpoint (after undoing an interrupted swap)."""
+    for option in candidates:
         recover(option)
         if is_checkpoint(option):
             return option
+    return None
+
+
+def resolve_checkpoint(path: str | Path, key: str) -> Path:
+    """A checkpoint directory from a checkpoint path or a run directory (whose `checkpoints/last` is used)."""
+    candidate = Path(path)
+    found = first_checkpoint([candidate, candidate / "checkpoints" / "last", candidate / "last"])
+    if found is not None:
+        return found
     raise UserError(f"{key} = {str(path)!r}: no checkpoint there (expected a directory holding "
                     "model.safetensors and model_config.json, or a run directory with checkpoints/last).")
 

@@ -31,7 +31,7 @@ from model_foundry.config.schema import TransferSection
 from model_foundry.errors import UserError
 from model_foundry.models.base import INIT_STD, read_model_config
 from model_foundry.models.hf_conversion import bert_config_from_hf, gpt_config_from_hf
-from model_foundry.training.checkpoints import is_checkpoint, recover
+from model_foundry.training.checkpoints import first_checkpoint
 from model_foundry.training.weights import tied_parameter_names
 
 HEAD = "head"
@@ -54,10 +54,9 @@ def resolve_init_checkpoint(spec: str) -> Path:
         except UserError:
             raise UserError(f"transfer.init_from_checkpoint = {spec!r}: no such checkpoint, run directory or "
                             "experiment name.") from None
-    for option in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):
-        recover(option)
-        if is_checkpoint(option):
-            return option
+    found = first_checkpoint([path, path / "checkpoints" / "best", path / "checkpoints" / "last"])
+    if found is not None:
+        return found
     raise UserError(f"transfer.init_from_checkpoint = {spec!r}: {path} holds no checkpoint (expected "
                     "model.safetensors and model_config.json, or a run directory with checkpoints/best or last).")
 
