@@ -110,6 +110,26 @@ def test_loss_is_mean_cross_entropy_over_labelled_positions():
     assert torch.allclose(output.loss, F.cross_entropy(picked, torch.tensor([7, 11, 3])), atol=1e-6)
 
 
+@pytest.mark.parametrize("arch, values", [("bert", TINY), ("lstm", {"vocab_size": VOCAB, "n_embd": 16, "hidden_size": 24,
+                                                                    "bidirectional": True})])
+def test_scoring_targets_only_gives_the_same_loss_and_gradients(arch, values):
+    torch.manual_seed(0)
+    model = create_model(arch, **values, dropout=0.0).train()
+    ids = random_ids(2, 10)
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[1, 9] = 7, 11, 3
+    full = model(ids, labels=labels)
+    full_grads = torch.autograd.grad(full.loss, list(model.parameters()))
+    model.score_targets_only = True
+    sparse = model(ids, labels=labels)
+    sparse_grads = torch.autograd.grad(sparse.loss, list(model.parameters()))
+    assert sparse.logits.shape == (3, VOCAB)
+    assert torch.allclose(sparse.logits, full.logits[[0, 1, 1], [2, 5, 9]], atol=1e-6)
+    assert torch.allclose(sparse.loss, full.loss, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(sparse_grads, full_grads))
+    assert model.eval()(ids, labels=labels).logits.shape == (2, 10, VOCAB)  # evaluation scores every position
+
+
 def test_loss_is_zero_not_nan_without_targets():
     model = tiny("gpt")
     ids = random_ids()

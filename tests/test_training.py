@@ -162,3 +162,15 @@ def test_missing_training_file_names_the_key(make_config, tmp_path):
     config = make_config(data={"train": {"path": str(tmp_path / "missing_*.txt")}})
     with pytest.raises(UserError, match="data.train.path"):
         model_foundry.train(config)
+
+
+@pytest.mark.parametrize("modifiers, targets_only", [({}, True), ({"mask_ratio_weight_enabled": True}, False)])
+def test_masked_lm_projects_only_its_targets_unless_loss_modifiers_need_every_position(make_config, modifiers,
+                                                                                        targets_only):
+    from model_foundry.config.schema import FoundryConfig
+    from model_foundry.tasks.registry import build_task
+    from model_foundry.tokenizer import train_tokenizer
+
+    config = FoundryConfig.model_validate(make_config("bert", loss_modifiers=modifiers))
+    tokenizer = train_tokenizer("char", 64, files=config.data.train.path)
+    assert build_task(config, tokenizer).build_model().score_targets_only is targets_only

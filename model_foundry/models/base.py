@@ -80,6 +80,11 @@ class BaseLanguageModel(nn.Module, ABC):
     supports_generation: ClassVar[bool]
     config_class: ClassVar[type]
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # When True, a training forward pass with labels projects only the target positions to the
+    # vocabulary, and `logits` is (num_targets, vocab) in row-major order of the targets. Masked LM
+    # turns it on: 85% of its positions have no target, and the vocabulary projection at them is most
+    # of the step's work. Evaluation (eval mode) always returns logits at every position.
+    score_targets_only: bool = False
 
     backbone: nn.Module
 
@@ -109,6 +114,9 @@ class BaseLanguageModel(nn.Module, ABC):
                     token_type_ids: Tensor | None, output_hidden_states: bool) -> ModelOutput:
         """backbone -> `head` -> token loss: the forward pass of every single-head language model."""
         hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        if labels is not None and self.score_targets_only and self.training:
+            targets = labels != IGNORE_INDEX
+            hidden, labels = hidden[targets], labels[targets]
         logits = head(hidden)
         loss = token_loss(logits, labels) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)

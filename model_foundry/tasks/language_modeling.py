@@ -22,6 +22,7 @@ from model_foundry.errors import UserError
 from model_foundry.models.registry import create_config
 from model_foundry.tasks.base import DatasetSplits, Task, language_model_metrics
 from model_foundry.tasks.registry import register_task
+from model_foundry.training.loss_modifiers import create_loss_modifier_pipeline
 
 
 class LanguageModelingTask(Task):
@@ -118,6 +119,12 @@ class CausalLMTask(LanguageModelingTask):
 class MaskedLMTask(LanguageModelingTask):
     causal = False
     metric_names = ("loss", "perplexity", "bits_per_token", "mlm_accuracy")
+
+    def build_model(self) -> nn.Module:
+        model = super().build_model()
+        # Loss modifiers weigh targets by their position in the sequence, so they need every logit.
+        model.score_targets_only = not create_loss_modifier_pipeline(self.config.loss_modifiers.pipeline_settings())
+        return model
 
     def collator(self):
         tok = self.tokenizer
