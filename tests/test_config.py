@@ -124,3 +124,9 @@ def test_unknown_experiment_lists_existing_ones(tmp_path):
     new_pretraining("alpha", root=tmp_path)
     with pytest.raises(UserError, match="alpha"):
         find_experiment_config("beta", root=tmp_path)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(Path(__file__).parents[1] / "examples")))
+def test_example_configs_validate(path):
+    assert load_config(path).config.experiment.name
