@@ -97,3 +97,18 @@ def plot(args: Namespace) -> None:
     run_dirs = [find_run(r) for r in args.runs]
     out = args.out or run_dirs[0] / "plots" / f"{args.metric}.png"
     print(f"Wrote {plot_runs(run_dirs, out, metric=args.metric)}")
+
+
+def sweep(args: Namespace) -> None:
+    from model_foundry.config.experiments import find_experiment_config
+    from model_foundry.sweeps import format_summary, parse_grid, parse_seeds, run_sweep, summarise
+
+    grid = parse_grid(args.grid)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    path = Path(args.target)
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
+        path = find_experiment_config(args.target, None, args.root)
+    rows = run_sweep(path, grid, seeds, args.out, overrides=args.overrides)
+    print("\n" + format_summary(summarise(rows, list(grid)), list(grid)))
+    written = [args.out / name for name in ("sweep.csv", "summary.csv", "sweep.png") if (args.out / name).is_file()]
+    print(f"\nWrote {', '.join(str(p) for p in written)}")

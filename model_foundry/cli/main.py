@@ -82,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root for names")
     train.set_defaults(handler=commands.train)
 
+    sweep = sub.add_parser("sweep", help="train a grid of config values over seeds; CSV tables and a plot",
+                           description="foundry sweep CONFIG --grid KEY=V1,V2 [--grid ...] [--seeds S1,S2] "
+                                       "--out DIR: one run per combination and seed under DIR/runs/, then "
+                                       "DIR/sweep.csv, DIR/summary.csv and DIR/sweep.png; finished runs are skipped.")
+    sweep.add_argument("target", metavar="CONFIG", help="experiment name or config YAML path")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key in every run (repeatable)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="a config key and its values, e.g. --grid training.learning_rate=1e-3,3e-4 (repeatable)")
+    sweep.add_argument("--seeds", metavar="S1,S2,...", help="seeds of every grid point (default: experiment.seed)")
+    sweep.add_argument("--out", type=Path, required=True, metavar="DIR", help="the sweep directory")
+    sweep.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root for names")
+    sweep.set_defaults(handler=commands.sweep)
+
     evaluate = sub.add_parser("eval", help="evaluate a trained run on a split")
     evaluate.add_argument("run", help="run directory or experiment name")
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
