@@ -235,3 +235,41 @@ def test_multi_label_classification(pretrained, tmp_path):
 
     [row] = predict_run(ft_dir(tmp_path), text="a good film")
     assert sorted(row["labels"]) == ["film", "good"] and set(row["probabilities"]) == {"bad", "film", "good"}
+
+
+def test_load_weights_false_keeps_architecture_and_tokenizer_but_not_weights(pretrained, sentiment, tmp_path):
+    """The from-scratch control: the pretrained run's settings and tokenizer, random weights."""
+    config = finetune_config(tmp_path, pretrained["bert"], sentiment, training={"max_steps": 1, "eval_interval": 1},
+                             transfer={"load_weights": False})
+    model_foundry.train(config)
+    run = ft_dir(tmp_path)
+    assert (run / "tokenizer" / "tokenizer.json").read_text() == (pretrained["bert"] / "tokenizer" / "tokenizer.json").read_text()
+    meta = json.loads((run / "checkpoints" / "last" / "model_config.json").read_text())
+    source = json.loads((pretrained["bert"] / "checkpoints" / "best" / "model_config.json").read_text())
+    assert meta["architecture"] == source["architecture"] == "bert" and meta["config"] == source["config"]
+    control = backbone_tensors(run / "checkpoints" / "last")
+    original = backbone_tensors(pretrained["bert"] / "checkpoints" / "best")
+    assert control.keys() == original.keys()
+    embedding = "backbone.token_embedding.weight"
+    assert control[embedding].shape == original[embedding].shape
+    # One step at lr 3e-3 moves a weight by ~3e-3: far less than the distance between two random draws.
+    assert (control[embedding] - original[embedding]).abs().mean() > 0.01
+    loaded = finetune_config(tmp_path / "loaded", pretrained["bert"], sentiment,
+                             training={"max_steps": 1, "eval_interval": 1, "learning_rate": 1e-9})
+    model_foundry.train(loaded)
+    near = backbone_tensors(ft_dir(tmp_path / "loaded") / "checkpoints" / "last")
+    assert torch.allclose(near[embedding], original[embedding], atol=1e-6)
+
+
+def test_max_train_samples_takes_the_same_seeded_subset(pretrained, sentiment, tmp_path, capsys):
+    from model_foundry.tasks.finetuning import seeded_subset
+
+    items = list(range(100))
+    first, again, other = seeded_subset(items, 10, 1), seeded_subset(items, 10, 1), seeded_subset(items, 10, 2)
+    assert first == again and first != other and len(first) == 10 and first == sorted(first)
+    assert seeded_subset(items, 500, 1) == items and seeded_subset(items, None, 1) == items
+    config = finetune_config(tmp_path, pretrained["gpt"], sentiment, data={"max_train_samples": 24},
+                             training={"max_steps": None, "epochs": 1, "eval_interval": 100})
+    results = model_foundry.train(config)
+    assert "train 24, val 40" in capsys.readouterr().err
+    assert results["run"]["steps"] == 1  # 24 examples at batch 16: one full batch (a partial one is dropped)

@@ -55,6 +55,9 @@ class DataSection(Section):
     label_column: str = "label"
     # Used when there is no val file: the last fraction of the training stream becomes val.
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # Finetuning: train on a random subset of N training examples, the same subset for the same
+    # experiment.seed (few-label experiments). None: every example.
+    max_train_samples: int | None = Field(None, ge=1)
     # Tokenized corpora are cached here by content hash (default: <output_dir>/.cache/tokens).
     cache_dir: str | None = None
 
@@ -163,6 +166,9 @@ class TransferSection(Section):
     # A run directory, an experiment name or a checkpoint directory whose backbone weights start
     # this run. The backbone's architecture and the tokenizer come from it too.
     init_from_checkpoint: str | None = None
+    # false: take the checkpoint's architecture, settings and tokenizer but start from random weights
+    # (the from-scratch control for a transfer claim: everything but the pretraining is the same).
+    load_weights: bool = True
     # Every backbone weight must be found in the checkpoint (the task head is always new).
     strict: bool = True
     freeze_transformer: bool = False

@@ -7,6 +7,7 @@ and stored in the model's head config, so every checkpoint knows its labels.
 """
 from __future__ import annotations
 
+import random
 import sys
 from abc import abstractmethod
 from collections.abc import Iterable
@@ -70,6 +71,15 @@ def backbone_settings(config, tokenizer) -> tuple[str, Any]:
         raise UserError(f"The tokenizer has {tokenizer.vocab_size} tokens but the backbone only {settings.vocab_size} "
                         "embeddings; finetune with the tokenizer of the run the backbone comes from.")
     return cls.architecture_name, settings
+
+
+def seeded_subset(examples: list, size: int | None, seed: int) -> list:
+    """`size` examples drawn at random (the same ones for the same seed), in their original order;
+    all of them when `size` is None or not smaller than the split (`data.max_train_samples`)."""
+    if size is None or size >= len(examples):
+        return examples
+    chosen = sorted(random.Random(seed).sample(range(len(examples)), size))
+    return [examples[i] for i in chosen]
 
 
 class FinetuningTask(Task):
@@ -151,7 +161,8 @@ class FinetuningTask(Task):
             raise UserError("data.train.path is not set: a finetuning run needs labelled training data.")
         train = self.examples_of("train")
         if self.label_set is None and self.target_range is None:
-            self.fit_labels(train)
+            self.fit_labels(train)  # on every example, so a subset still knows every label
+        train = seeded_subset(train, self.config.data.max_train_samples, self.config.experiment.seed)
         splits = {"train": train, "val": self.examples_of("val"), "test": self.examples_of("test")}
         encoded = {name: EncodedExamples([self.encode(e, SPLIT_KEYS[name]) for e in examples])
                    if examples else None for name, examples in splits.items()}

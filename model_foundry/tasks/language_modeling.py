@@ -7,6 +7,7 @@ each batch only to its longest real row.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -46,6 +47,9 @@ class LanguageModelingTask(Task):
         if data.train.path is None:
             raise UserError("data.train.path is not set: a pretraining run needs a training corpus "
                             "(a text, jsonl, csv or .pt file, a glob, or a list of files).")
+        if data.max_train_samples is not None:
+            print("data.max_train_samples has no effect on a pretraining run (its corpus is one token stream); "
+                  "it subsamples a finetuning run's labelled examples.", file=sys.stderr)
         block = self.model_settings()[1].block_size
         train_paths = resolve_paths(data.train.path, "data.train.path")
         fmt = data.format or guess_format(train_paths[0])
