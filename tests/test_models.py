@@ -227,7 +227,7 @@ def test_dropout_acts_only_in_training():
 
 
 def test_unknown_architecture_lists_registered_names():
-    with pytest.raises(UserError, match="'bret'.*did you mean 'bert'.*Registered architectures: bert, gpt, gpt2"):
+    with pytest.raises(UserError, match="'bret'.*did you mean 'bert'.*Registered architectures: bert, electra, gpt, gpt2"):
         get_architecture("bret")
 
 

@@ -117,6 +117,10 @@ class TaskSection(Section):
     # None: the architecture's natural objective (causal_lm for gpt, masked_lm for bert).
     type: str | None = None
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
+    # replaced_token_detection: the generator's width as a share of the discriminator's n_embd.
+    generator_size: float = Field(0.25, gt=0.0, le=1.0)
+    # replaced_token_detection: loss = generator MLM loss + rtd_weight x discriminator BCE (ELECTRA: 50).
+    rtd_weight: float = Field(50.0, gt=0.0)
     pad_to_multiple_of: int | None = Field(None, ge=1)
     # ---- hybrid: causal_ratio (shared design) is the share of causal batches, loss_weights
     # (two_stack design) the [mlm, clm] weights of the two objectives' losses (default [0.5, 0.5]).

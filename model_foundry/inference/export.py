@@ -6,7 +6,10 @@
 - `export_hf`: our gpt as `GPT2LMHeadModel`, our bert as `BertForMaskedLM` (config.json +
   model.safetensors through transformers' own `save_pretrained`) with a tokenizer that
   `AutoTokenizer` loads with its special tokens set. Layouts Hugging Face cannot express (rotary
-  positions, post-LN GPT, ...) are refused by the converters in `models/hf_conversion.py`.
+  positions, post-LN GPT, ...) are refused by the converters in `models/hf_conversion.py`. An
+  `electra` run (replaced token detection) has two networks, so it becomes two such directories:
+  `discriminator/` (`ElectraForPreTraining`, the one to finetune) and `generator/`
+  (`ElectraForMaskedLM`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from model_foundry.errors import UserError
 from model_foundry.inference.loading import checkpoint_of, load_tokenizer
 
 HF_EXPORTS = {"gpt": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}
+# Subdirectory -> class of the two networks of an `electra` run.
+ELECTRA_EXPORTS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
 
 
 def prepare_output(out: Path) -> Path:
@@ -63,22 +68,27 @@ def export_hf(run: str | Path, out: str | Path, checkpoint: str = "best") -> Pat
     model = BaseLanguageModel.from_pretrained(checkpoint_of(run_dir, checkpoint))
     if has_lora(model):
         model = merge_lora(model)
-    if hasattr(model, "head_config") or model.architecture_name not in HF_EXPORTS:
+    if hasattr(model, "head_config") or model.architecture_name not in (*HF_EXPORTS, "electra"):
         kind = "a task model" if hasattr(model, "head_config") else f"a {model.architecture_name!r} model"
         raise UserError(f"Run {run_dir} holds {kind}; --format hf exports pretrained language models: "
-                        + ", ".join(f"{arch} as {cls}" for arch, cls in HF_EXPORTS.items()) + ".")
+                        + ", ".join(f"{arch} as {cls}" for arch, cls in HF_EXPORTS.items())
+                        + ", electra as " + " and ".join(f"{cls} ({name}/)" for name, cls in ELECTRA_EXPORTS.items())
+                        + ".")
     tokenizer = load_tokenizer(run_dir)
-    hf_model = to_transformers(model, tokenizer)
+    # Converted before anything is written, so a refused layout leaves no partial export behind.
+    if model.architecture_name == "electra":
+        hf_models = electra_to_transformers(model, tokenizer)
+    else:
+        hf_models = {"": to_transformers(model, tokenizer)}
     out = prepare_output(Path(out))
-    hf_model.save_pretrained(out)
-    save_hf_tokenizer(run_dir / "tokenizer" / "tokenizer.json", tokenizer, out)
+    for name, hf_model in hf_models.items():
+        hf_model.save_pretrained(out / name)
+        save_hf_tokenizer(run_dir / "tokenizer" / "tokenizer.json", tokenizer, out / name)
     return out
 
 
 def to_transformers(model, tokenizer):
     """The `transformers` model with our weights; the special token ids come from our tokenizer."""
-    import transformers
-
     from model_foundry.models import hf_conversion
 
     if model.architecture_name == "gpt":
@@ -87,10 +97,26 @@ def to_transformers(model, tokenizer):
     else:
         hf_config = hf_conversion.bert_config_to_hf(model.config)
         state = hf_conversion.bert_state_dict_to_hf_bert(model.state_dict(), model.config)
+    return hf_model_with(HF_EXPORTS[model.architecture_name], hf_config, state, tokenizer)
+
+
+def electra_to_transformers(model, tokenizer) -> dict:
+    """{"discriminator": ElectraForPreTraining, "generator": ElectraForMaskedLM} with our ELECTRA's weights."""
+    from model_foundry.models import hf_conversion
+
+    configs = hf_conversion.electra_configs_to_hf(model.config)
+    states = hf_conversion.electra_state_dicts_to_hf(model.state_dict(), model.config)
+    return {name: hf_model_with(cls, configs[name], states[name], tokenizer) for name, cls in ELECTRA_EXPORTS.items()}
+
+
+def hf_model_with(class_name: str, hf_config: dict, state: dict, tokenizer):
+    """`transformers.<class_name>` of `hf_config` holding `state`, with our tokenizer's special token ids."""
+    import transformers
+
     hf_config.update(bos_token_id=tokenizer.token_to_id(tokenizer.bos_token),
                      eos_token_id=tokenizer.token_to_id(tokenizer.eos_token), pad_token_id=tokenizer.pad_id)
     config = transformers.AutoConfig.for_model(hf_config.pop("model_type"), **hf_config)
-    hf_model = getattr(transformers, HF_EXPORTS[model.architecture_name])(config)
+    hf_model = getattr(transformers, class_name)(config)
     hf_model.load_state_dict(state, strict=True)
     return hf_model.eval()
 

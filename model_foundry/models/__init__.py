@@ -6,6 +6,7 @@ Importing this package registers the built-in architectures, so `create_model("g
 from model_foundry.models.backbones.transformer import TransformerConfig
 from model_foundry.models.base import BaseLanguageModel, ModelOutput
 from model_foundry.models.bert import Bert, BertConfig
+from model_foundry.models.electra import Electra, ElectraConfig
 from model_foundry.models.gpt import GPT, GPTConfig
 from model_foundry.models.hf_backbone import HFConfig, HFModel
 from model_foundry.models.hybrid import HybridConfig, HybridLM
@@ -15,6 +16,6 @@ from model_foundry.models.registry import (ARCHITECTURES, PRESETS, create_config
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
 
 __all__ = ["ARCHITECTURES", "PRESETS", "BaseLanguageModel", "Bert", "BertConfig", "GPT", "GPTConfig", "HFConfig", "HFModel",
-           "HybridConfig", "HybridLM", "GRU", "GRUConfig", "LSTM", "LSTMConfig", "RNN", "RNNConfig",
+           "Electra", "ElectraConfig", "HybridConfig", "HybridLM", "GRU", "GRUConfig", "LSTM", "LSTMConfig", "RNN", "RNNConfig",
            "RecurrentConfig", "ModelOutput", "TaskHeadConfig", "TaskModel", "TransformerConfig",
            "create_config", "create_model", "get_architecture", "register_architecture"]

@@ -11,6 +11,9 @@ and ours exported for `transformers` to load. Differences in layout:
 
 State dicts from the task-head classes (`GPT2LMHeadModel`, `BertForMaskedLM`) and from the bare
 models (`GPT2Model`, `BertModel`) are accepted; exports use the task-head layout.
+Our `electra` (replaced token detection) is exported (not imported) as the pair Google released:
+`ElectraForPreTraining` (the discriminator) and `ElectraForMaskedLM` (the generator), whose
+encoders are BERT's layers under `electra.`.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from torch import Tensor
 
 from model_foundry.errors import UserError
 from model_foundry.models.bert import BertConfig
+from model_foundry.models.electra import ElectraConfig
 from model_foundry.models.gpt import GPTConfig
 
 StateDict = dict[str, Tensor]
@@ -61,6 +65,13 @@ BERT_OUTSIDE_BLOCKS = [("backbone.token_embedding.weight", "bert.embeddings.word
                        ("mlm_head.norm.bias", "cls.predictions.transform.LayerNorm.bias"),
                        ("mlm_head.bias", "cls.predictions.bias")]
 BERT_QKV = ("query", "key", "value")
+# ELECTRA (our `electra`): BERT's embeddings under `electra.`, and each network's own head.
+ELECTRA_EMBEDDINGS = [(our, theirs.replace("bert.", "electra.", 1)) for our, theirs in BERT_OUTSIDE_BLOCKS
+                      if our.startswith("backbone.")]
+ELECTRA_DISCRIMINATOR_HEAD = [("discriminator_head.dense", "discriminator_predictions.dense"),
+                              ("discriminator_head.out", "discriminator_predictions.dense_prediction")]
+ELECTRA_GENERATOR_HEAD = [("generator.head.dense", "generator_predictions.dense"),
+                          ("generator.head.norm", "generator_predictions.LayerNorm")]
 
 
 def take(state: Mapping[str, Tensor], key: str, source: str) -> Tensor:
@@ -123,16 +134,44 @@ def bert_state_dict_from_hf_bert(hf_state_dict: Mapping[str, Tensor], config: Be
 def bert_state_dict_to_hf_bert(state_dict: Mapping[str, Tensor], config: BertConfig) -> StateDict:
     """A `BertForMaskedLM` state dict from our BERT's (tied decoder weight may be absent)."""
     hf = {theirs: take(state_dict, our, "BERT") for our, theirs in BERT_OUTSIDE_BLOCKS}
-    for i in range(config.n_layer):
-        layer = f"bert.encoder.layer.{i}"
-        for our, theirs in BERT_BLOCK:
-            hf[f"{layer}.{theirs}"] = take(state_dict, f"backbone.blocks.{i}.{our}", "BERT")
-        for part in ("weight", "bias"):
-            fused = take(state_dict, f"backbone.blocks.{i}.attn.qkv.{part}", "BERT")
-            for name, piece in zip(BERT_QKV, fused.chunk(3, dim=0)):
-                hf[f"{layer}.attention.self.{name}.{part}"] = piece.contiguous()
+    hf.update(bert_layers_to_hf(state_dict, "backbone.blocks", "bert.encoder.layer", config.n_layer, "BERT"))
     hf["cls.predictions.decoder.weight"] = hf["bert.embeddings.word_embeddings.weight"]
     hf["cls.predictions.decoder.bias"] = hf["cls.predictions.bias"]
+    return hf
+
+
+def bert_layers_to_hf(state_dict: Mapping[str, Tensor], ours: str, theirs: str, n_layer: int,
+                      source: str) -> StateDict:
+    """Our blocks `<ours>.<i>.*` as Hugging Face BERT layers `<theirs>.<i>.*`, the fused qkv split in three."""
+    hf = {}
+    for i in range(n_layer):
+        for our, their in BERT_BLOCK:
+            hf[f"{theirs}.{i}.{their}"] = take(state_dict, f"{ours}.{i}.{our}", source)
+        for part in ("weight", "bias"):
+            fused = take(state_dict, f"{ours}.{i}.attn.qkv.{part}", source)
+            for name, piece in zip(BERT_QKV, fused.chunk(3, dim=0)):
+                hf[f"{theirs}.{i}.attention.self.{name}.{part}"] = piece.contiguous()
+    return hf
+
+
+def electra_state_dicts_to_hf(state_dict: Mapping[str, Tensor], config: ElectraConfig) -> dict[str, StateDict]:
+    """`{"discriminator": ElectraForPreTraining, "generator": ElectraForMaskedLM}` state dicts from our ELECTRA's.
+
+    Each holds the shared embeddings (as Google's released discriminator/generator pairs do).
+    """
+    embeddings = {theirs: take(state_dict, our, "ELECTRA") for our, theirs in ELECTRA_EMBEDDINGS}
+    generator_modules = list(ELECTRA_GENERATOR_HEAD)
+    if config.generator_config().n_embd != config.n_embd:  # Hugging Face has embeddings_project exactly then
+        generator_modules.append(("generator.project", "electra.embeddings_project"))
+    hf = {}
+    for name, blocks, modules in (("discriminator", "backbone.blocks", ELECTRA_DISCRIMINATOR_HEAD),
+                                  ("generator", "generator.blocks", generator_modules)):
+        layers = bert_layers_to_hf(state_dict, blocks, "electra.encoder.layer", config.n_layer, "ELECTRA")
+        hf[name] = {**embeddings, **layers}
+        hf[name].update({f"{theirs}.{part}": take(state_dict, f"{our}.{part}", "ELECTRA")
+                         for our, theirs in modules for part in ("weight", "bias")})
+    hf["generator"]["generator_lm_head.weight"] = embeddings["electra.embeddings.word_embeddings.weight"]
+    hf["generator"]["generator_lm_head.bias"] = take(state_dict, "generator.head.bias", "ELECTRA")
     return hf
 
 
@@ -213,3 +252,25 @@ def bert_config_to_hf(config: BertConfig) -> dict:
             "attention_probs_dropout_prob": config.dropout, "max_position_embeddings": config.block_size,
             "type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.layer_norm_eps,
             "pad_token_id": config.pad_token_id, "tie_word_embeddings": True}
+
+
+def electra_configs_to_hf(config: ElectraConfig) -> dict[str, dict]:
+    """Hugging Face `ElectraConfig` dicts of the discriminator and the generator, if the layout is ELECTRA's.
+
+    Hugging Face's generator head always applies gelu, so other activations cannot be exported.
+    """
+    require_layout(config, {"norm_position": "post", "positional": "learned", "bias": True, "embedding_norm": True,
+                            "activation": "gelu"}, "ELECTRA")
+    if config.type_vocab_size < 1:
+        raise UserError("model.type_vocab_size is 0, but Hugging Face ELECTRA always has segment embeddings; "
+                        "this model cannot be exported in ELECTRA format.")
+    shared = {"model_type": "electra", "vocab_size": config.vocab_size, "embedding_size": config.n_embd,
+              "num_hidden_layers": config.n_layer, "hidden_act": "gelu", "hidden_dropout_prob": config.dropout,
+              "attention_probs_dropout_prob": config.dropout, "max_position_embeddings": config.block_size,
+              "type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.layer_norm_eps,
+              "pad_token_id": config.pad_token_id, "tie_word_embeddings": True}
+    generator = config.generator_config()
+    return {"discriminator": {**shared, "architectures": ["ElectraForPreTraining"], "hidden_size": config.n_embd,
+                              "num_attention_heads": config.n_head, "intermediate_size": config.mlp_size},
+            "generator": {**shared, "architectures": ["ElectraForMaskedLM"], "hidden_size": generator.n_embd,
+                          "num_attention_heads": generator.n_head, "intermediate_size": generator.mlp_size}}

@@ -42,7 +42,7 @@ def run_row(results_path: Path, root: Path) -> dict[str, str]:
 
 
 def headline(metrics: dict) -> str:
-    for key in ("accuracy", "token_accuracy", "pearson", "mlm_accuracy", "loss"):
+    for key in ("accuracy", "token_accuracy", "pearson", "rtd_accuracy", "mlm_accuracy", "loss"):
         if key in metrics:
             return f"{key} {metrics[key]:.4f}"
     return ""

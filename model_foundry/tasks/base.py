@@ -22,7 +22,7 @@ from model_foundry.config.schema import FoundryConfig
 
 # Metrics where larger is better; every other metric is minimised when choosing the best checkpoint.
 MAXIMISED_METRICS = {"accuracy", "f1_macro", "f1_micro", "token_accuracy", "entity_f1", "pearson",
-                     "spearman", "mlm_accuracy"}
+                     "spearman", "mlm_accuracy", "rtd_accuracy"}
 
 
 @dataclass
