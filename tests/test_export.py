@@ -44,7 +44,7 @@ def trained_run(make_config, tmp_path):
 
 @pytest.mark.parametrize(("arch", "auto_class"), [("gpt", "AutoModelForCausalLM"), ("bert", "AutoModelForMaskedLM")])
 def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, auto_class):
-    run = trained_run(arch)
+    run = trained_run(arch, positional="learned")  # GPT-2's and BERT's positions (bert defaults to rotary)
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     hf_model = getattr(transformers, auto_class).from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
@@ -61,8 +61,9 @@ def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, au
     assert hf_model.config.pad_token_id == tokenizer.pad_id
 
 
-def test_hf_export_refuses_an_unmappable_layout_with_exit_2(trained_run, tmp_path, capsys):
-    run = trained_run("gpt", positional="rotary")
+@pytest.mark.parametrize(("arch", "model"), [("gpt", {"positional": "rotary"}), ("bert", {})])
+def test_hf_export_refuses_an_unmappable_layout_with_exit_2(trained_run, tmp_path, capsys, arch, model):
+    run = trained_run(arch, **model)
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 2
     assert "positional" in capsys.readouterr().err
     assert not (tmp_path / "hf" / "config.json").exists()

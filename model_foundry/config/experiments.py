@@ -5,6 +5,7 @@ The layout is the one seed 001's users know: `<output_dir>/<kind>/<name>/` holds
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
@@ -16,14 +17,18 @@ from model_foundry.errors import UserError
 KINDS = ("pretraining", "finetuning")
 DEFAULT_ROOT = Path("experiments")
 # The architecture's natural objective and tokenizer, so `foundry new pretraining X --arch bert` works as is.
+# The model settings the template shows (positions, LayerNorm placement, attention) are read from the
+# architecture's own config class, so they cannot disagree with what the model really uses.
 ARCH_DEFAULTS = {
-    "gpt": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
-    "bert": {"task": "masked_lm", "tokenizer": "wordpiece", "norm": "post", "attention": "bidirectional"},
-    "hybrid": {"task": "hybrid", "tokenizer": "bpe", "norm": "pre", "attention": "bidirectional"},
-    "lstm": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
-    "gru": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
-    "rnn": {"task": "causal_lm", "tokenizer": "bpe", "norm": "pre", "attention": "causal"},
+    "gpt": {"task": "causal_lm", "tokenizer": "bpe"},
+    "bert": {"task": "masked_lm", "tokenizer": "wordpiece"},
+    "hybrid": {"task": "hybrid", "tokenizer": "bpe"},
+    "lstm": {"task": "causal_lm", "tokenizer": "bpe"},
+    "gru": {"task": "causal_lm", "tokenizer": "bpe"},
+    "rnn": {"task": "causal_lm", "tokenizer": "bpe"},
 }
+# What the template shows for settings a (recurrent) architecture does not have.
+TEMPLATE_FALLBACKS = {"positional": "learned", "norm_position": "pre", "attention_type": "causal"}
 
 
 def run_directory(config: FoundryConfig, out: str | Path | None) -> Path:
@@ -84,8 +89,16 @@ def render_template(name: str, arch: str, root: Path) -> str:
         known = ", ".join(a for a in ARCH_DEFAULTS if a in ARCHITECTURES)
         raise UserError(f"--arch {arch!r} has no pretraining template; choose one of {known}.")
     template = resources.files("model_foundry.config").joinpath("templates/pretraining.yaml").read_text()
+    settings = architecture_defaults(ARCHITECTURES[arch])
     return template.format(name=name, arch=arch, output_dir=root.as_posix(), resume="false", resume_from="",
-                           architectures=" | ".join(ARCH_DEFAULTS), **ARCH_DEFAULTS[arch])
+                           architectures=" | ".join(ARCH_DEFAULTS), positional=settings["positional"],
+                           norm=settings["norm_position"], attention=settings["attention_type"], **ARCH_DEFAULTS[arch])
+
+
+def architecture_defaults(cls) -> dict:
+    """The template-visible settings of an architecture, from its config class's defaults."""
+    defaults = {f.name: f.default for f in fields(cls.config_class)}
+    return {key: defaults.get(key, fallback) for key, fallback in TEMPLATE_FALLBACKS.items()}
 
 
 def clone_for_resume(name: str, old: str, root: Path) -> str:

@@ -1,8 +1,12 @@
 """BERT: a bidirectional transformer encoder with a masked-language-model head.
 
-Post-LN blocks, exact GELU, learned positions plus segment (token type) embeddings, a LayerNorm
-on the embeddings, and BERT's MLM head: a dense transform, then a decoder tied to the token
-embedding with its own output bias.
+Post-LN blocks, exact GELU, segment (token type) embeddings, a LayerNorm on the embeddings, and
+BERT's MLM head: a dense transform, then a decoder tied to the token embedding with its own output
+bias. One departure from BERT by default: rotary positions. With learned absolute positions a small
+masked LM must first learn from the position table where its neighbours are, and at small budgets it
+sits on the unigram plateau for thousands of steps (README, "Defaults that learn at small budgets");
+rotary attention knows relative offsets from the first step. `positional: learned` gives BERT's
+exact layout back (needed to export to `transformers`' BertForMaskedLM).
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ from model_foundry.models.registry import register_architecture
 
 @dataclass
 class BertConfig(TransformerConfig):
-    """BERT-base's settings."""
+    """BERT-base's settings, with rotary positions (see the module docstring)."""
 
     vocab_size: int = 30522
     block_size: int = 512
     attention_type: str = "bidirectional"
+    positional: str = "rotary"
     norm_position: str = "post"
     activation: str = "gelu"
     layer_norm_eps: float = 1e-12

@@ -210,7 +210,7 @@ def bert_config_from_hf(hf_config: Mapping) -> BertConfig:
     return BertConfig(vocab_size=hf_config["vocab_size"], pad_token_id=hf_config.get("pad_token_id"),
                       n_layer=hf_config["num_hidden_layers"], n_head=hf_config["num_attention_heads"],
                       n_embd=hf_config["hidden_size"], intermediate_size=hf_config["intermediate_size"],
-                      block_size=hf_config["max_position_embeddings"],
+                      block_size=hf_config["max_position_embeddings"], positional="learned",
                       dropout=hf_config.get("hidden_dropout_prob", 0.0),
                       activation=activation_from_hf(hf_config.get("hidden_act", "gelu"), "hidden_act"),
                       layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
