@@ -111,6 +111,19 @@ def test_template_is_valid_and_commented(tmp_path, arch):
         new_pretraining("demo", arch=arch, root=tmp_path)
 
 
+@pytest.mark.parametrize(("arch", "positional", "norm"), [("gpt", "learned", "pre"), ("bert", "rotary", "post")])
+def test_template_shows_the_settings_the_model_really_uses(tmp_path, arch, positional, norm):
+    """The commented model keys show the architecture's defaults: bert's rotary positions (a small masked LM
+    with learned ones stays on the unigram plateau), GPT-2's learned ones."""
+    from model_foundry.models import create_config
+
+    text = new_pretraining("demo", arch=arch, root=tmp_path).read_text()
+    assert f"# positional: {positional} " in text and f"# norm_position: {norm} " in text
+    settings = create_config(arch, None, **load_config(tmp_path / "pretraining" / "demo" / "config.yaml")
+                             .config.model.architecture_values())[1]
+    assert (settings.positional, settings.norm_position) == (positional, norm)
+
+
 def test_clone_for_resume_points_at_old_last_checkpoint(tmp_path):
     new_pretraining("old", root=tmp_path)
     path = new_pretraining("new", resume_from="old", root=tmp_path)

@@ -37,11 +37,15 @@ class BertConfig(TransformerConfig):
 
 
 class MaskedLMHead(nn.Module):
-    """Hidden state -> dense -> activation -> LayerNorm -> vocabulary logits (+ a per-token bias)."""
+    """Hidden state -> dense -> activation -> LayerNorm -> vocabulary logits (+ a per-token bias).
 
-    def __init__(self, config: BertConfig):
+    `input_width` is the hidden state's width when it differs from the embedding's (ELECTRA's narrow
+    generator): the dense layer maps it to the embedding width, which the tied decoder needs.
+    """
+
+    def __init__(self, config: BertConfig, input_width: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dense = nn.Linear(input_width or config.n_embd, config.n_embd, bias=config.bias)
         self.activation = ACTIVATIONS[config.activation]()
         self.norm = layer_norm(config)
         self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=False)

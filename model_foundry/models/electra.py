@@ -36,7 +36,7 @@ from model_foundry.models.backbones.transformer import (ACTIVATIONS, TRANSFORMER
                                                         TransformerBlock, TransformerConfig, layer_norm)
 from model_foundry.models.base import (IGNORE_INDEX, BaseLanguageModel, ModelOutput, init_normal, resized_rows,
                                        token_loss)
-from model_foundry.models.bert import BertConfig
+from model_foundry.models.bert import BertConfig, MaskedLMHead
 from model_foundry.models.registry import register_architecture
 
 
@@ -94,22 +94,6 @@ class ElectraOutput(ModelOutput):
     replaced: Tensor | None = None
 
 
-class GeneratorHead(nn.Module):
-    """Generator width -> embedding width (dense, activation, LayerNorm) -> tied decoder + per-token bias."""
-
-    def __init__(self, config: ElectraConfig, width: int):
-        super().__init__()
-        self.dense = nn.Linear(width, config.n_embd, bias=config.bias)
-        self.activation = ACTIVATIONS[config.activation]()
-        self.norm = layer_norm(config)
-        self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.bias else None
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        logits = self.decoder(self.norm(self.activation(self.dense(hidden))))
-        return logits + self.bias if self.bias is not None else logits
-
-
 class Generator(nn.Module):
     """A narrow bidirectional transformer on the discriminator's embeddings, with an MLM head."""
 
@@ -120,7 +104,7 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(own) for _ in range(own.n_layer))
         self.final_norm = layer_norm(own) if own.norm_position == "pre" else None
         self.rotary = RotaryEmbedding(own.head_dim, own.block_size) if own.positional == "rotary" else None
-        self.head = GeneratorHead(config, own.n_embd)
+        self.head = MaskedLMHead(config, input_width=own.n_embd)
 
     def forward(self, shared: TransformerBackbone, input_ids: Tensor, attention_mask: Tensor | None,
                 token_type_ids: Tensor | None) -> Tensor:

@@ -46,6 +46,42 @@ def plot_runs(run_dirs: list[Path], out: Path, metric: str = "loss") -> Path:
     ax.set_title(f"{metric} per step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return save_figure(fig, out)
+
+
+def plot_label_efficiency(rows: list[dict], out: Path) -> Path:
+    """Test accuracy against the number of training labels, one line per backbone (error bars: std over seeds).
+
+    `rows` hold `labels` (a number, or "all" drawn at the largest count's right), `backbone`,
+    `test_accuracy` and `test_accuracy_std`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = sorted({row["labels"] for row in rows if row["labels"] != "all"})
+    positions = {count: index for index, count in enumerate(counts)}
+    positions["all"] = len(counts)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for backbone in dict.fromkeys(row["backbone"] for row in rows):
+        points = sorted((positions[r["labels"]], r["test_accuracy"], r.get("test_accuracy_std", 0.0))
+                        for r in rows if r["backbone"] == backbone)
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                    capsize=3, label=backbone)
+    ax.set_xticks(list(positions.values()), [f"{c:,}" if c != "all" else "all" for c in positions])
+    ax.set_xlabel("training labels")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("What pretraining buys")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out: Path) -> Path:
+    """Write a matplotlib figure as a PNG (creating its folder) and free it."""
+    import matplotlib.pyplot as plt
+
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -21,6 +21,7 @@ import yaml
 from model_foundry.config import FoundryConfig, load_config
 from model_foundry.config.loading import parse_overrides
 from model_foundry.errors import UserError
+from model_foundry.reporting.plots import save_figure
 from model_foundry.reporting.runs import format_table
 from model_foundry.tasks import get_task
 from model_foundry.training.run import run_training
@@ -265,8 +266,4 @@ def plot_sweep(summary: list[dict], grid_keys: list[str], metric: str, out: Path
     ax.grid(alpha=0.3)
     if others:
         ax.legend(fontsize="small")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
