@@ -244,3 +244,15 @@ def test_hf_export_gives_electra_discriminator_and_generator_with_equal_logits(m
         assert expected.std() > 0.5 and (hf_generator(ids).logits - expected).abs().max() < 1e-4
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf" / "generator")
     assert hf_tokenizer("the cat sat on the mat .")["input_ids"] == ids[0].tolist()
+
+
+@pytest.mark.parametrize("task", ["masked_lm", "causal_lm"])
+def test_electra_architecture_with_another_objective_is_refused_with_exit_2(make_config, tmp_path, capsys, task):
+    config = make_config("bert", task={"type": task})
+    config["model"]["architecture"] = "electra"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["train", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "model.architecture 'electra'" in error and f"task.type {task}" in error
+    assert not any((tmp_path / "experiments").rglob("model.safetensors"))

@@ -20,7 +20,7 @@ from model_foundry.data import (CausalLMCollator, CausalWindows, MaskedLMCollato
                                 guess_format, load_tensor_file, resolve_paths, split_train_val,
                                 tokenize_to_cache)
 from model_foundry.errors import UserError
-from model_foundry.models.registry import create_config
+from model_foundry.models.registry import create_config, get_architecture
 from model_foundry.tasks.base import DatasetSplits, Task, language_model_metrics
 from model_foundry.tasks.registry import register_task
 from model_foundry.training.loss_modifiers import create_loss_modifier_pipeline
@@ -35,6 +35,11 @@ class LanguageModelingTask(Task):
     def model_settings(self):
         """(architecture class, config) from the model section, sized to the tokenizer."""
         model_cfg = self.config.model
+        own_objective = get_architecture(model_cfg.architecture).default_task
+        if own_objective == "replaced_token_detection" and self.name != own_objective:
+            raise UserError(f"model.architecture {model_cfg.architecture!r} is a generator and discriminator pair that "
+                            f"only task.type replaced_token_detection trains, not task.type {self.name}; for "
+                            "another objective use model.architecture: bert.")
         return create_config(model_cfg.architecture, model_cfg.preset, vocab_size=self.tokenizer.vocab_size,
                              pad_token_id=self.tokenizer.pad_id, **model_cfg.architecture_values())
 
