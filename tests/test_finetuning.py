@@ -261,6 +261,11 @@ def test_load_weights_false_keeps_architecture_and_tokenizer_but_not_weights(pre
     assert torch.allclose(near[embedding], original[embedding], atol=1e-6)
 
 
+def test_load_weights_false_without_a_checkpoint_warns(make_config, capsys):
+    model_foundry.train(make_config("gpt", training={"max_steps": 1}, transfer={"load_weights": False}))
+    assert "transfer.load_weights: false has no effect" in capsys.readouterr().err
+
+
 def test_max_train_samples_takes_the_same_seeded_subset(pretrained, sentiment, tmp_path, capsys):
     from model_foundry.tasks.finetuning import seeded_subset
 

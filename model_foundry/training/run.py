@@ -75,6 +75,9 @@ def build_trainer(config: FoundryConfig, run_dir: Path) -> Trainer:
     splits = task.build_datasets(cache_directory(config))
     model = task.build_model()
     start_from = checkpoint_to_start_from(config, run_dir)
+    if not config.transfer.load_weights and not config.transfer.init_from_checkpoint:
+        print("transfer.load_weights: false has no effect without transfer.init_from_checkpoint (the model "
+              "starts from random weights anyway).", file=sys.stderr)
     if (config.transfer.init_from_checkpoint and config.transfer.load_weights
             and (start_from is None or not start_from.full_state)):
         load_backbone_weights(model, resolve_init_checkpoint(config.transfer.init_from_checkpoint),
