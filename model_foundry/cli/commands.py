@@ -46,16 +46,13 @@ def new_experiment(args: Namespace) -> None:
 
 
 def train(args: Namespace) -> None:
-    from model_foundry.config.experiments import find_experiment_config
     from model_foundry.reporting.runs import format_table, run_row
     from model_foundry.training.run import run_training
 
     target = args.target or args.name
     if target is None:
         raise UserError("Say what to train: `foundry train NAME` (an experiment) or `foundry train config.yaml`.")
-    path = Path(target)
-    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
-        path = find_experiment_config(target, args.mode, args.root)
+    path = config_path(target, args.mode, args.root)
     _, run_dir = run_training(path, overrides=args.overrides, out=args.out, mode=args.mode)
     print("\n" + format_table([run_row(run_dir / "results.json", run_dir.parent)]))
     print(f"\nRun directory: {run_dir}")
@@ -100,15 +97,22 @@ def plot(args: Namespace) -> None:
 
 
 def sweep(args: Namespace) -> None:
-    from model_foundry.config.experiments import find_experiment_config
     from model_foundry.sweeps import format_summary, parse_grid, parse_seeds, run_sweep, summarise
 
     grid = parse_grid(args.grid)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    path = Path(args.target)
-    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
-        path = find_experiment_config(args.target, None, args.root)
+    path = config_path(args.target, None, args.root)
     rows = run_sweep(path, grid, seeds, args.out, overrides=args.overrides)
     print("\n" + format_summary(summarise(rows, list(grid)), list(grid)))
     written = [args.out / name for name in ("sweep.csv", "summary.csv", "sweep.png") if (args.out / name).is_file()]
     print(f"\nWrote {', '.join(str(p) for p in written)}")
+
+
+def config_path(target: str, kind: str | None, root: Path) -> Path:
+    """A YAML path as given, else the config.yaml of the experiment named `target`."""
+    from model_foundry.config.experiments import find_experiment_config
+
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return path
+    return find_experiment_config(target, kind, root)

@@ -77,6 +77,8 @@ class BaseLanguageModel(nn.Module, ABC):
     architecture_name: ClassVar[str]  # set by @register_architecture
     model_type: ClassVar[str]
     default_task: ClassVar[str]
+    # True when `default_task` is the only objective this model can train (its forward is built for it).
+    only_default_task: ClassVar[bool] = False
     supports_generation: ClassVar[bool]
     config_class: ClassVar[type]
     presets: ClassVar[dict[str, dict[str, Any]]] = {}

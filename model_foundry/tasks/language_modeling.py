@@ -35,11 +35,11 @@ class LanguageModelingTask(Task):
     def model_settings(self):
         """(architecture class, config) from the model section, sized to the tokenizer."""
         model_cfg = self.config.model
-        own_objective = get_architecture(model_cfg.architecture).default_task
-        if own_objective == "replaced_token_detection" and self.name != own_objective:
-            raise UserError(f"model.architecture {model_cfg.architecture!r} is a generator and discriminator pair that "
-                            f"only task.type replaced_token_detection trains, not task.type {self.name}; for "
-                            "another objective use model.architecture: bert.")
+        cls = get_architecture(model_cfg.architecture)
+        if cls.only_default_task and self.name != cls.default_task:
+            raise UserError(f"model.architecture {model_cfg.architecture!r} trains only with task.type "
+                            f"{cls.default_task}, not task.type {self.name}; for another objective use "
+                            "model.architecture: bert.")
         return create_config(model_cfg.architecture, model_cfg.preset, vocab_size=self.tokenizer.vocab_size,
                              pad_token_id=self.tokenizer.pad_id, **model_cfg.architecture_values())
 
