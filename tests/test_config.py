@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from model_foundry.config import load_config
-from model_foundry.config.experiments import find_experiment_config, new_pretraining, run_directory
+from model_foundry.config.experiments import find_experiment_config, run_directory
+from model_foundry.templates import new_pretraining
 from model_foundry.errors import UserError
 
 
@@ -55,9 +56,15 @@ def test_bad_choice_lists_the_valid_ones(tmp_path):
         assert choice in message
 
 
-def test_unknown_architecture_lists_registered(tmp_path):
-    message = error_of(write(tmp_path, "model:\n  architecture: mamba\n"))
-    assert "mamba" in message and "gpt" in message and "bert" in message
+def test_unknown_architecture_and_task_list_the_registered_ones(tmp_path):
+    from model_foundry.tasks import check_choices
+
+    for text, wrong, valid in (("model:\n  architecture: mamba\n", "mamba", ("gpt", "bert", "lstm")),
+                               ("task:\n  type: caual_lm\n", "caual_lm", ("causal_lm", "masked_lm"))):
+        config = load_config(write(tmp_path, text)).config  # the schema checks form; the registries names
+        with pytest.raises(UserError) as error:
+            check_choices(config)
+        assert wrong in str(error.value) and all(name in str(error.value) for name in valid)
 
 
 def test_missing_file_and_broken_yaml(tmp_path):

@@ -284,7 +284,7 @@ def test_mlm_matches_transformers_statistics():
 # ---- .pt files -----------------------------------------------------------------------------------
 def save_seed_dataset(path: Path, with_labels: bool = False) -> Path:
     input_ids = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 0, 0, 0], [4, 4, 4, 4, 0]])
-    pad = input_ids == 0  # seed 001: BOOL mask, True = PAD
+    pad = input_ids == 0  # the `.pt` format: BOOL mask, True = PAD
     tensors = (input_ids, pad, torch.tensor([1, 0, 1])) if with_labels else (input_ids, pad)
     torch.save(TensorDataset(*tensors), path)
     return path

@@ -104,11 +104,13 @@ def hf_directory(tmp_path, kind: str):
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])
 def test_hf_directory_imports_into_our_backbone_with_equal_hidden_states(tmp_path, kind):
     from model_foundry.models.registry import create_config
-    from model_foundry.training.transfer import checkpoint_model_config, load_backbone_weights, resolve_init_checkpoint
+    from model_foundry.config.experiments import locate_checkpoint
+    from model_foundry.models import read_checkpoint_config
+    from model_foundry.training.transfer import load_backbone_weights
 
     directory, hf_body = hf_directory(tmp_path, kind)
-    checkpoint = resolve_init_checkpoint(f"hf:{directory}")
-    meta = checkpoint_model_config(checkpoint)
+    checkpoint = locate_checkpoint(f"hf:{directory}", "transfer.init_from_checkpoint")
+    meta = read_checkpoint_config(checkpoint)
     assert meta["architecture"] == {"gpt2": "gpt", "bert": "bert"}[kind]
     cls, config = create_config(meta["architecture"], **meta["config"])
     ours = cls(config).eval()
@@ -123,9 +125,9 @@ def test_hf_directory_imports_into_our_backbone_with_equal_hidden_states(tmp_pat
 
 def test_hf_directory_with_pickled_weights_only_is_refused(tmp_path):
     from model_foundry.errors import UserError
-    from model_foundry.training.transfer import resolve_init_checkpoint
+    from model_foundry.config.experiments import locate_checkpoint
 
     directory, _ = hf_directory(tmp_path, "gpt2")
     (directory / "model.safetensors").rename(directory / "pytorch_model.bin")
     with pytest.raises(UserError, match="convert it to safetensors"):
-        resolve_init_checkpoint(f"hf:{directory}")
+        locate_checkpoint(f"hf:{directory}", "transfer.init_from_checkpoint")

@@ -11,11 +11,13 @@ import model_foundry
 from model_foundry.cli.main import main
 from model_foundry.errors import UserError
 from model_foundry.inference.fill_mask import fill_mask, masked_text_ids
-from model_foundry.inference.generation import choose_next, generate, generate_text, keep_top_k, keep_top_p
+from model_foundry.inference.generation import (choose_next, continuation_text, generate, generate_text, keep_top_k,
+                                                keep_top_p, until_stop)
 from model_foundry.inference.loading import load_tokenizer
 from model_foundry.models import GPT, Bert
 from model_foundry.models.bert import BertConfig
 from model_foundry.models.gpt import GPTConfig
+from model_foundry.models.recurrent import LSTM, LSTMConfig
 from model_foundry.tokenizer.training import train_tokenizer
 from tests.conftest import tiny_config
 
@@ -43,12 +45,14 @@ def tiny_gpt(positional: str = "learned", block_size: int = 32) -> GPT:
     return scrambled(GPT(config))
 
 
-def greedy_by_hand(model: GPT, prompt: list[int], steps: int) -> list[int]:
-    """Argmax of the full forward pass, one token at a time: the oracle for temperature 0."""
+def greedy_by_hand(model: nn.Module, prompt: list[int], steps: int, context: int | None = None) -> list[int]:
+    """Argmax of the full forward pass on the last `context` tokens (all of them when None), one
+    token at a time: the oracle for temperature 0."""
     sequence = list(prompt)
     for _ in range(steps):
+        window = sequence if context is None else sequence[-context:]
         with torch.no_grad():
-            logits = model(torch.tensor([sequence])).logits[0, -1]
+            logits = model(torch.tensor([window])).logits[0, -1]
         sequence.append(int(logits.argmax()))
     return sequence[len(prompt):]
 
@@ -63,6 +67,17 @@ def test_cached_and_uncached_greedy_are_identical(positional):
     assert cached == uncached
     assert [len(row) for row in cached] == [12, 12, 12]
     assert len({tuple(row) for row in cached}) == 3, "different prompts should continue differently"
+
+
+@pytest.mark.parametrize("positional", ["learned", "rotary"])
+def test_past_the_context_the_window_slides_the_same_with_and_without_the_cache(positional):
+    """Prompts of 7, 2 and 4 tokens and 30 new ones on a 16-token model: every row slides, at different steps."""
+    model = tiny_gpt(positional, block_size=16)
+    cached = generate(model, PROMPTS, max_new_tokens=30, temperature=0)
+    uncached = generate(model, PROMPTS, max_new_tokens=30, temperature=0, use_cache=False)
+    alone = [generate(model, [prompt], max_new_tokens=30, temperature=0)[0] for prompt in PROMPTS]
+    assert cached == uncached == alone
+    assert cached == [greedy_by_hand(model, prompt, 30, context=16) for prompt in PROMPTS]
 
 
 @pytest.mark.parametrize("positional", ["learned", "rotary"])
@@ -173,13 +188,35 @@ def test_a_row_stops_at_its_stop_token_and_the_others_go_on():
     assert stop not in stopped[0] and len(stopped[0]) >= 2
 
 
-def test_prompts_are_cut_on_the_left_to_fit_the_context():
+def test_the_whole_prompt_is_used_however_many_tokens_are_asked_for(capsys):
+    model = tiny_gpt(block_size=16)
+    prompt = [5, 17, 3, 42, 8, 9, 11, 2, 30, 31, 32, 33]
+    generated = generate(model, [prompt], max_new_tokens=40, temperature=0)[0]
+    assert generated == greedy_by_hand(model, prompt, 40, context=16)
+    first_tokens_matter = [generate(model, [[token, *prompt[1:]]], max_new_tokens=40, temperature=0)[0][0]
+                           for token in range(0, VOCAB, 5)]
+    assert len(set(first_tokens_matter)) > 1, "the first prompt token still counts when 40 tokens are asked for"
+    assert capsys.readouterr().err == "", "nothing was cut, so nothing to warn about"
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_last_tokens_and_says_so(capsys):
     model = tiny_gpt(block_size=16)
     long_prompt = list(range(1, 21))
-    assert generate(model, [long_prompt], max_new_tokens=6, temperature=0) == \
-        generate(model, [long_prompt[-10:]], max_new_tokens=6, temperature=0)
-    assert generate(model, [long_prompt], max_new_tokens=40, temperature=0) == \
-        [greedy_by_hand(model, long_prompt[-1:], 15)], "one prompt token kept, then the context fills up"
+    generated = generate(model, [long_prompt, [7, 1]], max_new_tokens=6, temperature=0)
+    assert generated == generate(model, [long_prompt[-16:], [7, 1]], max_new_tokens=6, temperature=0)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and "first 4 token(s)" in warnings[0] and "model.block_size: 16" in warnings[0]
+    generate(model, [long_prompt, list(range(1, 31))], max_new_tokens=1, temperature=0)
+    assert "dropped 2 prompts' first 4, 14 token(s)" in capsys.readouterr().err
+
+
+def test_recurrent_models_read_prompts_longer_than_their_training_window(capsys):
+    model = scrambled(LSTM(LSTMConfig(vocab_size=VOCAB, n_embd=16, n_layer=1, block_size=8)))
+    prompt = list(range(1, 21))
+    generated = generate(model, [prompt], max_new_tokens=12, temperature=0)[0]
+    assert generated == generate(model, [prompt], max_new_tokens=12, temperature=0, use_cache=False)[0]
+    assert generated == greedy_by_hand(model, prompt, 12)
+    assert capsys.readouterr().err == ""
 
 
 def test_generation_refuses_models_and_settings_it_cannot_use():
@@ -308,6 +345,11 @@ def test_cli_generate_and_fill_mask(trained_runs, capsys):
     assert run(*sample)[1] == out, "--seed makes sampling reproducible"
     code, out = run("generate", trained_runs["gpt"], "--prompt", "to be", "--prompt", "the", "--temperature", "0")
     assert code == 0 and out.startswith("to be") and "\n\nthe" in out
+    prompt = "to be or not"  # 12 tokens, then 40 more on a 32-token model: the whole prompt counts
+    code, out = run("generate", trained_runs["gpt"], "--prompt", prompt, "--max-new-tokens", "40", "--temperature", "0")
+    model, tok = model_foundry.load_model(trained_runs["gpt"]).eval(), load_tokenizer(trained_runs["gpt"])
+    by_hand = until_stop(greedy_by_hand(model, tok.encode(prompt), 40, context=32), [tok.eos_id])
+    assert code == 0 and out == prompt + continuation_text(tok, tok.encode(prompt), by_hand) + "\n"
 
     code, out = run("fill-mask", trained_runs["bert"], "--text", "the [MASK]og sat", "--top-k", "3")
     lines = out.strip().splitlines()

@@ -75,7 +75,7 @@ def test_forward_modes_return_their_own_logits(design):
     assert len(plain.hidden_states) == 3 and plain.loss is None
     mlm = model(ids, objective="mlm")
     assert mlm.clm_logits is None and mlm.logits is mlm.mlm_logits and mlm.logits.shape == (2, 12, VOCAB)
-    both = model(ids, task="both")  # seed 003's keyword: both stacks read the same ids
+    both = model(ids, task="both")  # the older keyword: both stacks read the same ids
     assert torch.equal(both.clm_logits, plain.logits) and torch.equal(both.mlm_logits, mlm.logits)
     assert torch.equal(model.masked_lm_logits(ids), mlm.logits)
     assert not torch.allclose(mlm.logits, plain.logits)

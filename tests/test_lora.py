@@ -10,12 +10,14 @@ from safetensors.torch import load_file
 pytest.importorskip("peft")
 
 import model_foundry  # noqa: E402
+from model_foundry.config import load_config  # noqa: E402
 from model_foundry.errors import UserError  # noqa: E402
 from model_foundry.inference.predict import predict_run  # noqa: E402
 from model_foundry.models import BaseLanguageModel  # noqa: E402
 from model_foundry.models.gpt import GPTConfig  # noqa: E402
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel  # noqa: E402
-from model_foundry.training.lora import apply_lora, merge_lora  # noqa: E402
+from model_foundry.models.lora import apply_lora, merge_lora  # noqa: E402
+from model_foundry.training.run import build_trainer  # noqa: E402
 from tests.test_finetuning import finetune_config, ft_dir, write_sentiment  # noqa: E402
 
 SETTINGS = {"r": 4, "alpha": 8.0, "dropout": 0.0, "is_trainable": True}
@@ -52,7 +54,12 @@ def test_only_adapters_head_and_pooler_train_and_loss_works():
     assert adapted == {f"backbone.blocks.1.{m}" for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")}
     output = model(**inputs(), labels=torch.tensor([0, 2, 1]))
     output.loss.backward()
-    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert all(g is not None for g in grads.values())
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)  # the base stays frozen
+    # lora_B starts at zero, so lora_A's first gradient is zero too; B, the head and pooler must get one.
+    assert all(g.abs().sum() > 0 for n, g in grads.items() if ".lora_A." not in n), \
+        [n for n, g in grads.items() if ".lora_A." not in n and not g.abs().sum() > 0]
 
 
 def test_lora_save_reload_predicts_identically_with_the_trained_head(tmp_path):
@@ -134,8 +141,24 @@ def test_lora_run_resumes_exactly_and_reloads(sentiment, tmp_path):
         split = load_file(run_dir(tmp_path, "split") / "checkpoints" / "last" / kind)
         assert straight.keys() == split.keys()
         assert all(torch.equal(straight[k], split[k]) for k in straight)
-    predictions = predict_run(run_dir(tmp_path, "straight"), text="a good film")
-    assert predictions[0]["label"] in {"0", "1"}
+    # `predict` from the saved run gives what the trained model computes in process: the training code's
+    # own model (rebuilt, LoRA applied, checkpoints/last loaded by the trainer) on the test split.
+    straight = run_dir(tmp_path, "straight")
+    config = load_config(straight / "resolved_config.yaml", {"training.resume": True}).config
+    trainer = build_trainer(config, straight)
+    assert trainer.counters.step == 8
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = torch.cat([torch.softmax(trainer.model(**batch).logits, -1)
+                              for batch in trainer.eval_streams["test"].one_pass()])
+    predictions = predict_run(straight, input_path=sentiment / "test.tsv", checkpoint="last")
+    assert len(predictions) == len(expected) == 16
+    labels = trainer.task.label_set.labels
+    assert labels == ["0", "1"]
+    got = torch.tensor([[row["probabilities"][label] for label in labels] for row in predictions])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert [row["label"] for row in predictions] == [labels[i] for i in expected.argmax(-1).tolist()]
+    assert (expected.max(-1).values > 0.55).any()  # the trained head is not indifferent
 
 
 def test_frozen_pretrained_adapter_stays_fixed_while_the_head_trains(sentiment, tmp_path):

@@ -1,4 +1,4 @@
-"""Metrics against numbers worked out by hand (and against scipy / scikit-learn when installed)."""
+"""Metrics against numbers worked out by hand and against scipy / scikit-learn (both in the dev extra)."""
 from __future__ import annotations
 
 import json
@@ -59,15 +59,24 @@ def test_zero_division_gives_zero_and_macro_averages_all_labels():
 
 
 def test_classification_matches_sklearn():
-    metrics = pytest.importorskip("sklearn.metrics")
+    # scikit-learn is in the dev extra, so this runs wherever the tests do (no importorskip: a missing
+    # install must fail, not skip the only independent check of these formulas).
+    from sklearn import metrics
+
     rng = np.random.default_rng(0)
     targets, predictions = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
     result = classification_metrics(predictions.tolist(), targets.tolist(), ["a", "b", "c", "d", "e"])
     labels = [0, 1, 2, 3, 4]
+    assert result["accuracy"] == pytest.approx(metrics.accuracy_score(targets, predictions))
     assert result["f1_macro"] == pytest.approx(metrics.f1_score(targets, predictions, labels=labels,
                                                                 average="macro", zero_division=0))
     assert result["f1_micro"] == pytest.approx(metrics.f1_score(targets, predictions, average="micro"))
     assert result["confusion_matrix"]["matrix"] == metrics.confusion_matrix(targets, predictions, labels=labels).tolist()
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(targets, predictions, labels=labels,
+                                                                             zero_division=0)
+    for i, name in enumerate("abcde"):
+        assert result["per_class"][name] == pytest.approx({"precision": precision[i], "recall": recall[i],
+                                                           "f1": f1[i], "support": support[i]}), name
 
 
 @pytest.mark.parametrize("predictions, targets, labels, message", [
@@ -216,7 +225,8 @@ def test_constant_input_gives_zero_correlation_not_nan():
 
 
 def test_scoring_matches_scipy_with_ties():
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats  # in the dev extra: a missing install fails instead of skipping
+
     rng = np.random.default_rng(1)
     predictions, targets = rng.integers(0, 5, 40).astype(float), rng.normal(size=40).round(1)
     result = scoring_metrics(predictions, targets)

@@ -120,14 +120,13 @@ def test_scoring_targets_only_gives_the_same_loss_and_gradients(arch, values):
     labels[0, 2], labels[1, 5], labels[1, 9] = 7, 11, 3
     full = model(ids, labels=labels)
     full_grads = torch.autograd.grad(full.loss, list(model.parameters()))
-    model.score_targets_only = True
-    sparse = model(ids, labels=labels)
+    sparse = model(ids, labels=labels, score_targets_only=True)
     sparse_grads = torch.autograd.grad(sparse.loss, list(model.parameters()))
     assert sparse.logits.shape == (3, VOCAB)
     assert torch.allclose(sparse.logits, full.logits[[0, 1, 1], [2, 5, 9]], atol=1e-6)
     assert torch.allclose(sparse.loss, full.loss, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(sparse_grads, full_grads))
-    assert model.eval()(ids, labels=labels).logits.shape == (2, 10, VOCAB)  # evaluation scores every position
+    assert model(ids, labels=labels).logits.shape == (2, 10, VOCAB)  # only when asked
 
 
 def test_loss_is_zero_not_nan_without_targets():
@@ -152,13 +151,23 @@ def test_save_and_load_through_the_base_class(tmp_path, arch, values):
     assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
 
 
+@torch.no_grad()
 def test_trainer_weight_loader_accepts_saved_models(tmp_path):
     model = tiny("bert")
     model.save_pretrained(tmp_path)
-    fresh = tiny("bert", n_layer=2)
-    torch.nn.init.zeros_(fresh.get_input_embeddings().weight)
+    torch.manual_seed(1)  # another draw: every random weight of `fresh` differs from the saved ones
+    fresh = create_model("bert", **TINY).eval()
+    for param in fresh.parameters():
+        param.add_(0.01)  # the LayerNorm ones and zero biases too
+    saved = model.state_dict()
+    assert not any(torch.equal(value, saved[name]) for name, value in fresh.state_dict().items())
+    ids = random_ids()
+    assert not torch.allclose(fresh(ids).logits, model(ids).logits)
     load_weights(fresh, tmp_path, strict=True)
-    assert torch.equal(fresh.mlm_head.decoder.weight, model.get_input_embeddings().weight)
+    not_loaded = [name for name, value in fresh.state_dict().items() if not torch.equal(value, saved[name])]
+    assert not not_loaded, not_loaded
+    assert torch.equal(fresh(ids).logits, model(ids).logits)
+    assert fresh.mlm_head.decoder.weight is fresh.get_input_embeddings().weight  # still tied after loading
 
 
 def test_from_pretrained_errors_name_the_path(tmp_path):

@@ -127,8 +127,9 @@ def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(workflow, "LABEL_COUNTS", (40, None))
     monkeypatch.setattr(workflow, "FEW_LABEL_EPOCHS", {40: 1})
     monkeypatch.setattr(workflow, "FEW_LABEL_SEEDS", (1337, 1))
-    out = tmp_path / "out"
-    rows = run_quickstart(out=out, data=tmp_path / "cache", steps=6, vocab_size=300, finetuning_epochs=0.5)
+    rows = run_quickstart(out=tmp_path / "out", data=tmp_path / "cache", steps=6, vocab_size=300,
+                          finetuning_epochs=0.5)
+    [out] = (tmp_path / "out").glob("steps6-*")  # the runs of these settings
     assert [r["task"] for r in rows] == ["causal_lm", "masked_lm"] + ["sequence_classification"] * 3 + \
         ["sequence_scoring"]
     assert rows[2]["test"].startswith("accuracy") and rows[-1]["test"].startswith("pearson")
@@ -157,3 +158,53 @@ def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "pretraining/gpt" in printed and "finetuning/scratch_classifier_all" in printed and "val ppl" in printed
     assert "What pretraining buys" in printed and "scratch" in printed.split("What pretraining buys")[1]
+
+
+def fake_resumable_train(trained: list[dict]):
+    """Stands in for `train` with `training.resume: true`: a run whose results.json exists is only
+    re-evaluated, any other run is trained (recorded in `trained`) and gets a results.json."""
+    def train(config: dict) -> dict:
+        experiment = config["experiment"]
+        run_dir = Path(experiment["output_dir"]) / experiment["kind"] / experiment["name"]
+        results = run_dir / "results.json"
+        if not results.is_file():
+            trained.append(config)
+            run_dir.mkdir(parents=True)
+            results.write_text(json.dumps({"test": {"accuracy": 0.5}}))
+        return json.loads(results.read_text())
+    return train
+
+
+def test_a_rerun_reuses_runs_of_the_same_settings_and_trains_fresh_ones_for_others(tmp_path, monkeypatch):
+    """Before, a re-run with another --steps resumed the old runs and only re-evaluated them."""
+    from model_foundry.training import run
+
+    make_wheel(tmp_path / "cache", copies=10)
+    make_sdist(tmp_path / "cache")
+    monkeypatch.setattr(quickstart_data, "download_archive", refuse_network)
+    trained: list[dict] = []
+    monkeypatch.setattr(run, "train", fake_resumable_train(trained))
+    monkeypatch.setattr(workflow, "run_row", lambda results, base: {"run": str(results.parent.relative_to(base))})
+    monkeypatch.setattr(workflow, "plot_runs", lambda runs, path: path)
+    monkeypatch.setattr(workflow, "plot_label_efficiency", lambda rows, path: path)
+    out = tmp_path / "out"
+    runs_per_invocation = 2 + 5 * 3 + 1  # 2 pretrained, 5 classifiers per backbone (200 x3 seeds, 1000, all), 1 scorer
+
+    def quickstart(steps: int) -> list[dict]:
+        trained.clear()
+        run_quickstart(out=out, data=tmp_path / "cache", steps=steps, vocab_size=300)
+        return list(trained)
+
+    first = quickstart(6)
+    assert len(first) == runs_per_invocation
+    assert quickstart(6) == []  # the same settings: every finished run is reused
+    again = quickstart(8)
+    assert len(again) == runs_per_invocation  # other settings: everything trains afresh
+    assert [c["training"]["max_steps"] for c in again[:2]] == [8, 8]
+    [old] = out.glob("steps6-*")
+    [new] = out.glob("steps8-*")
+    assert all(Path(c["experiment"]["output_dir"]) == new for c in again)
+    assert all(Path(c["transfer"]["init_from_checkpoint"]).is_relative_to(new) for c in again[2:])
+    assert json.loads((new / "settings.json").read_text())["steps"] == 8
+    assert (old / "pretraining" / "gpt" / "results.json").is_file()  # the old runs stay, for comparison
+    assert (old / "tokenizer" / "tokenizer.json").is_file() and (new / "tokenizer" / "tokenizer.json").is_file()

@@ -21,7 +21,7 @@ from model_foundry.inference.evaluate import evaluate_run
 from model_foundry.inference.fill_mask import fill_mask
 from model_foundry.inference.loading import load_model, load_tokenizer
 from model_foundry.models import Electra, ElectraConfig, create_model
-from model_foundry.training.run import architecture_from_init_checkpoint, build_trainer
+from model_foundry.training.run import build_trainer, resolved_config
 from tests.conftest import tiny_config
 from tests.test_finetuning import finetune_config, write_sentiment
 
@@ -200,7 +200,7 @@ def test_finetuning_loads_exactly_the_discriminator_backbone(trained, tmp_path):
     for name, rows, seed in (("train", 64, 1), ("dev", 16, 2), ("test", 16, 3)):
         write_sentiment(tmp_path / f"{name}.tsv", rows, seed)
     config = finetune_config(tmp_path, run_dir, tmp_path, training={"max_steps": 4, "eval_interval": 4})
-    loaded = architecture_from_init_checkpoint(load_config(config).config)
+    loaded = resolved_config(load_config(config).config)
     model = build_trainer(loaded, tmp_path / "inspect").model
     stored = load_file(run_dir / "checkpoints" / "best" / "model.safetensors")
     backbone = {k: v for k, v in stored.items() if k.startswith("backbone.")}

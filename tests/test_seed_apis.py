@@ -1,4 +1,4 @@
-"""Seed 000's APIs: the multi-mode nanoGPT facade, loss modifiers and schedulers."""
+"""The nanoGPT-compatible API: the multi-mode facade, loss modifiers and schedulers."""
 from __future__ import annotations
 
 import math
@@ -44,6 +44,19 @@ def test_facade_freezing_and_unfreeze_at_iteration():
     assert model.maybe_unfreeze(2, optimizer) is False and model.get_frozen_status()
     assert model.maybe_unfreeze(3, optimizer) is True and not model.get_frozen_status()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert model.maybe_unfreeze(3, optimizer) is False  # once only: nothing frozen any more
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_facade_unfreeze_point_alone_freezes_until_then_with_the_config_default():
+    """The facade follows the config's rule: an unfreeze point without freeze_transformer freezes the
+    transformer until then, and the LR drop defaults to transfer.unfreeze_lr_multiplier's default."""
+    model = GPT(GPTConfig(**TINY, unfreeze_at_iteration=2))
+    assert model.get_frozen_status() is True and isinstance(model.model.frozen_parts(), dict)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
+    assert model.maybe_unfreeze(2, optimizer) is True and model.get_frozen_status() is False
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1) and optimizer.param_groups[0]["lr_scale"] == 0.1
+    assert GPT(GPTConfig(**TINY)).get_frozen_status() is False
 
 
 def test_target_smoothing_equals_label_smoothed_cross_entropy():

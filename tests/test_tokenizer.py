@@ -301,3 +301,94 @@ def test_repr_names_kind_size_and_specials(trained):
     tok = trained["unigram"]
     assert repr(tok) == (f"FoundryTokenizer(kind='unigram', vocab_size={tok.vocab_size}, "
                          "specials='<pad> <unk> <s> </s> <mask>')")
+
+
+# ----- files that are not UTF-8 -------------------------------------------------------------
+
+BINARY = b"\xff\xfe\x00bad"
+
+
+def write_bytes(directory: Path, name: str, data: bytes) -> Path:
+    path = directory / name
+    path.write_bytes(data)
+    return path
+
+
+def reference_offset(data: bytes) -> int | None:
+    """Where Python's one-shot decoder first fails: what the block-wise scan must agree with."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error.start
+    return None
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 5, 1 << 20])
+def test_first_invalid_byte_is_exact_whatever_the_block_size(tmp_path, monkeypatch, block_bytes):
+    from model_foundry.tokenizer import utf8
+
+    monkeypatch.setattr(utf8, "SCAN_BLOCK_BYTES", block_bytes)
+    valid = "naïve café\nमैं हिंदी में\nمرحبا 漢字 🙂\n".encode()
+    cases = [valid, BINARY, valid + b"\xe9t\xe9\n", valid + "€".encode()[:2], valid[:-3] + b"\xc0\xaf" + valid,
+             b"ok\xed\xa0\x80"]  # latin-1, a cut character at the end, an overlong form, a surrogate
+    for number, data in enumerate(cases):
+        path = write_bytes(tmp_path, f"case{number}.txt", data)
+        assert utf8.first_invalid_byte(path) == reference_offset(data), data
+
+
+def test_training_on_a_non_utf8_file_names_the_file_and_offset(tmp_path, corpus):
+    bad = write_bytes(tmp_path, "bin.txt", BINARY)
+    with pytest.raises(UserError) as error:
+        train_tokenizer("bpe", 300, files=[corpus, bad])
+    message = str(error.value)
+    assert str(bad) in message and "offset 0, line 1" in message and "iconv" in message
+    latin1 = write_bytes(tmp_path, "latin1.txt", "line one\ncaf\xe9 au lait\n".encode("latin-1"))
+    for kind in TOKENIZER_TYPES:
+        with pytest.raises(UserError, match=r"latin1\.txt is not UTF-8 text .*offset 12, line 2"):
+            train_tokenizer(kind, VOCAB_SIZES[kind], files=[latin1])
+
+
+@pytest.mark.parametrize("fmt, name, data", [
+    ("text", "bad.txt", b"fine\nalso fine\n" + BINARY),
+    ("jsonl", "bad.jsonl", b'{"text": "fine"}\n{"text": "caf\xe9"}\n'),
+    ("csv", "bad.csv", b"text\nfine\ncaf\xe9\n"),
+])
+def test_corpus_readers_name_the_offset_of_bad_bytes(tmp_path, fmt, name, data):
+    from model_foundry.data import iter_texts
+
+    path = write_bytes(tmp_path, name, data)
+    offset = reference_offset(data)
+    with pytest.raises(UserError, match=rf"{name} is not UTF-8 text \(its first invalid byte is at offset {offset}, "):
+        list(iter_texts(path, fmt))
+
+
+def test_token_cache_of_a_non_utf8_file_is_a_user_error(tmp_path, trained):
+    from model_foundry.data import tokenize_to_cache
+
+    bad = write_bytes(tmp_path, "bin.txt", BINARY)
+    with pytest.raises(UserError, match=r"bin\.txt is not UTF-8 text \(its first invalid byte is at offset 0"):
+        tokenize_to_cache([bad], trained["char"], tmp_path / "cache", fmt="text")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    """Exit code and stderr of `foundry argv...`, stderr unwrapped into one line."""
+    from model_foundry.cli.main import main
+
+    code = main(list(argv))
+    return code, " ".join(capsys.readouterr().err.split())
+
+
+def test_cli_exits_2_naming_a_non_utf8_training_file(tmp_path, monkeypatch, capsys, make_config):
+    yaml = pytest.importorskip("yaml")
+    monkeypatch.chdir(tmp_path)
+    write_bytes(tmp_path, "bin.txt", BINARY)
+    code, err = run_cli(capsys, "tokenizer", "train", "--type", "wordpiece", "--vocab-size", "100",
+                        "--input", "bin.txt", "--out", "tok")
+    assert code == 2 and "bin.txt is not UTF-8 text" in err and "offset 0" in err and "Traceback" not in err
+    for name in ("bin.txt", "bin.jsonl"):  # the tokenizer trainer's file reader, then the corpus reader
+        write_bytes(tmp_path, name, BINARY)
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(make_config(data={"train": {"path": name}})))
+        code, err = run_cli(capsys, "train", str(config))
+        assert code == 2, err
+        assert f"{name} is not UTF-8 text (its first invalid byte is at offset 0, line 1)" in err

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 import model_foundry
 from model_foundry.config import load_config
@@ -48,7 +49,8 @@ def test_loss_falls_and_run_directory_is_complete(make_config, tmp_path, arch, s
     assert results["format_version"] == 1 and results["checkpoint"] == "best"
     assert results["task"] == ("causal_lm" if arch == "gpt" else "masked_lm")
     assert set(results["run"]) == {"params", "trainable_params", "steps", "tokens", "tokens_per_sec", "wall_s"}
-    assert results["run"]["steps"] == steps and results["run"]["tokens"] > 0
+    # Packed blocks: every step sees batch_size (8) full rows of block_size (32) tokens.
+    assert results["run"]["steps"] == steps and results["run"]["tokens"] == steps * 8 * 32
     expected = {"loss", "perplexity", "bits_per_token"} | ({"mlm_accuracy"} if arch == "bert" else set())
     assert set(results["val"]) == expected
     assert results["val"]["perplexity"] == pytest.approx(math.exp(results["val"]["loss"]))
@@ -82,10 +84,45 @@ def test_resume_without_checkpoint_starts_fresh(make_config, tmp_path, capsys):
 def test_resume_from_other_run_weights_only(make_config, tmp_path):
     model_foundry.train(make_config(training={"max_steps": 10}))
     source = tmp_path / "experiments" / "pretraining" / "tiny_gpt"
-    config = make_config(experiment={"name": "continued"},
-                         training={"max_steps": 5, "resume_from": str(source), "load_only_model_state": True})
+    saved = load_file(source / "checkpoints" / "last" / "model.safetensors")
+    source_state = torch.load(source / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
+    assert source_state["step"] == 10 and source_state["optimizer"]["state"]
+
+    def trainer_for(name: str, **training):
+        config = make_config(experiment={"name": name}, training={"max_steps": 5, **training})
+        return build_trainer(absolute_paths(load_config(config).config), tmp_path / "inspect" / name)
+
+    weights_only = {"resume_from": str(source), "load_only_model_state": True}
+    started = trainer_for("continued", **weights_only)
+    # The weights are the source's last checkpoint, every tensor of it...
+    state = started.model.state_dict()
+    not_loaded = [name for name, tensor in saved.items() if not torch.equal(state[name], tensor)]
+    assert saved and not not_loaded, not_loaded
+    # ...which a fresh model is not (so the comparison above can fail),
+    fresh = trainer_for("fresh")
+    assert not any(torch.equal(fresh.model.state_dict()[name], saved[name]) for name in saved
+                   if name.endswith(".weight") and saved[name].dim() == 2)
+    # while the step counter, optimizer, schedule and data position are those of a new run.
+    assert started.counters.step == 0 and started.counters.tokens == 0 and started.counters.best_metric is None
+    assert not started.optimizer.state
+    assert started.train_stream.state_dict() == fresh.train_stream.state_dict()
+    assert started.schedule.state_dict() == fresh.schedule.state_dict()
+
+    config = make_config(experiment={"name": "continued"}, training={"max_steps": 5, "log_interval": 1,
+                                                                   **weights_only})
     results = model_foundry.train(config)
     assert results["run"]["steps"] == 5  # weights only: the step counter starts again
+    run_dir = tmp_path / "experiments" / "pretraining" / "continued"
+    assert [int(r["step"]) for r in read_rows(run_dir / "metrics" / "train.csv")] == [1, 2, 3, 4, 5]
+    state = torch.load(run_dir / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 5
+    # A fresh AdamW counts its own 5 steps; the source's moments (10 steps) were not carried over.
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {5}
+    # Starting from trained weights, its first loss is far below a fresh model's first loss.
+    model_foundry.train(make_config(experiment={"name": "scratch"}, training={"max_steps": 1, "log_interval": 1}))
+    scratch = float(read_rows(tmp_path / "experiments" / "pretraining" / "scratch" / "metrics" / "train.csv")[0]["loss"])
+    continued = float(read_rows(run_dir / "metrics" / "train.csv")[0]["loss"])
+    assert continued < scratch - 0.3, (continued, scratch)
 
 
 def test_accumulation_normalises_by_real_targets(make_config, tmp_path):
@@ -143,6 +180,30 @@ def test_precision_auto_and_refusals():
         resolve_precision("fp16", cpu)
 
 
+@pytest.mark.parametrize("capability, expected", [((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp16"),
+                                                  ((7, 0), "fp16")])
+def test_precision_auto_on_cuda_is_native_bf16_else_fp16_said_once(monkeypatch, capsys, capability, expected):
+    """As the README says: bf16 where the GPU runs it natively (Ampere on), fp16 with loss scaling before.
+
+    torch.cuda.is_bf16_supported() says yes on a T4 or V100 too (bf16 emulated, slower than fp16), so it
+    is made to say yes here: auto must not believe it."""
+    from model_foundry.training import precision
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(precision, "_announced", set())
+    cuda = torch.device("cuda")
+    assert [resolve_precision("auto", cuda) for _ in range(3)] == [expected] * 3
+    err = capsys.readouterr().err
+    assert err.count("Some GPU has no native bf16") == (expected == "fp16"), err
+    if expected == "fp16":
+        assert "fp16 with loss scaling" in err
+    assert resolve_precision("bf16", cuda) == "bf16" and resolve_precision("fp32", cuda) == "fp32"
+
+
 def test_csv_log_truncates_rows_after_resumed_step(tmp_path):
     log = CsvLog(tmp_path / "train.csv")
     for step in (5, 10, 15):
@@ -164,13 +225,3 @@ def test_missing_training_file_names_the_key(make_config, tmp_path):
         model_foundry.train(config)
 
 
-@pytest.mark.parametrize("modifiers, targets_only", [({}, True), ({"mask_ratio_weight_enabled": True}, False)])
-def test_masked_lm_projects_only_its_targets_unless_loss_modifiers_need_every_position(make_config, modifiers,
-                                                                                        targets_only):
-    from model_foundry.config.schema import FoundryConfig
-    from model_foundry.tasks.registry import build_task
-    from model_foundry.tokenizer import train_tokenizer
-
-    config = FoundryConfig.model_validate(make_config("bert", loss_modifiers=modifiers))
-    tokenizer = train_tokenizer("char", 64, files=config.data.train.path)
-    assert build_task(config, tokenizer).build_model().score_targets_only is targets_only

@@ -25,7 +25,7 @@ def tokenizer_train(args: Namespace) -> None:
 
 
 def new_experiment(args: Namespace) -> None:
-    from model_foundry.config.experiments import new_finetuning, new_pretraining
+    from model_foundry.templates import new_finetuning, new_pretraining
 
     finetuning = args.kind == "finetuning" or args.finetuning_name is not None
     if finetuning:
@@ -89,7 +89,7 @@ def runs(args: Namespace) -> None:
 
 def plot(args: Namespace) -> None:
     from model_foundry.config.experiments import find_run
-    from model_foundry.reporting.plots import plot_runs
+    from model_foundry.training.plots import plot_runs
 
     run_dirs = [find_run(r) for r in args.runs]
     out = args.out or run_dirs[0] / "plots" / f"{args.metric}.png"

@@ -22,7 +22,8 @@ def summary(args: Namespace) -> None:
         print("\n" + format_weight_statistics(weight_statistics(target.model)))
     if not args.dry_run:
         return
-    report = dry_run(target.model, target.batch, frozen=target.frozen, autocast=target.autocast())
+    report = dry_run(target.model, target.batch, frozen=target.frozen, autocast=target.autocast(),
+                     loss_fn=target.loss_fn)
     if not report.passed:
         raise UserError(f"{target.source}: {report.describe()}")
     print("\n" + report.describe())

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from model_foundry.config.choices import TOKENIZER_TYPES
 from model_foundry.errors import UserError
 
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tokenizer = sub.add_parser("tokenizer", help="tokenizer commands").add_subparsers(metavar="ACTION")
     tok_train = tokenizer.add_parser("train", help="train a tokenizer and save DIR/tokenizer.json")
-    tok_train.add_argument("--type", required=True, choices=["char", "wordpiece", "bpe", "unigram"])
+    tok_train.add_argument("--type", required=True, choices=TOKENIZER_TYPES)
     tok_train.add_argument("--vocab-size", type=int, required=True)
     tok_train.add_argument("--input", nargs="+", required=True, type=Path, metavar="FILE")
     tok_train.add_argument("--out", required=True, type=Path, metavar="DIR")

@@ -1,4 +1,4 @@
-"""Seed 000's multi-mode nanoGPT API, as a thin layer over Model Foundry's own models.
+"""The nanoGPT-compatible multi-mode API, as a thin layer over Model Foundry's own models.
 
     from model_foundry.compat.nanogpt import GPT, GPTConfig, ModelMode
     model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, mode=ModelMode.TOKEN_CLASSIFIER, num_token_classes=3))
@@ -6,8 +6,8 @@
 
 LANGUAGE_MODEL is our `gpt`; TOKEN_CLASSIFIER and SEQUENCE_SCORER are our `TaskModel` with a
 token head, or a first-token pooler and a sigmoid scorer (MSE against targets in [0, 1]). Output
-shapes are the seed's: (B, T, vocab) with targets and (B, 1, vocab) without them for the language
-model, (B, T, classes) for the token classifier, (B,) for the scorer. Classifier modes need to
+shapes are the ones this API has always had: (B, T, vocab) with targets and (B, 1, vocab) without
+them for the language model, (B, T, classes) for the token classifier, (B,) for the scorer. Classifier modes need to
 see the whole input, so a causal `attention_type` is switched to bidirectional with a warning
 (the only place Model Foundry changes an attention type on its own).
 """
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from model_foundry.models import GPTConfig as FoundryGPTConfig
 from model_foundry.models import TaskHeadConfig, TaskModel, create_model
 from model_foundry.training.loss_modifiers import LossModifierPipeline
+from model_foundry.training.schedules import DEFAULT_UNFREEZE_LR_MULTIPLIER, Unfreezing, freezes_whole_backbone
 
 
 class ModelMode(str, Enum):
@@ -34,7 +35,7 @@ class ModelMode(str, Enum):
 
 @dataclass
 class GPTConfig:
-    """nanoGPT's config plus seed 000's mode and transfer-learning fields."""
+    """nanoGPT's config plus the mode and transfer-learning fields of the multi-mode API."""
 
     block_size: int = 1024
     vocab_size: int = 50304
@@ -49,8 +50,9 @@ class GPTConfig:
     attention_type: str = "causal"
     init_from_checkpoint: str | None = None
     freeze_transformer: bool = False
+    # Without freeze_transformer, an unfreeze point freezes the transformer until then (the config's rule).
     unfreeze_at_iteration: int | None = None
-    unfreeze_lr_multiplier: float = 0.1
+    unfreeze_lr_multiplier: float = DEFAULT_UNFREEZE_LR_MULTIPLIER
 
     def __post_init__(self) -> None:
         self.mode = ModelMode(self.mode)
@@ -61,7 +63,7 @@ class GPTConfig:
 
 
 class GPT(nn.Module):
-    """The seed's `GPT(config)`: `logits, loss = model(idx, targets, loss_modifiers=...)`."""
+    """The multi-mode `GPT(config)`: `logits, loss = model(idx, targets, loss_modifiers=...)`."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -79,10 +81,12 @@ class GPT(nn.Module):
             self.model = TaskModel("gpt", settings, TaskHeadConfig(task="sequence_scoring", num_outputs=1, pooler="cls",
                                                                    criterion="mse", score_activation="sigmoid"))
         if config.init_from_checkpoint:
-            from model_foundry.training.transfer import load_backbone_weights, resolve_init_checkpoint
+            from model_foundry.config.experiments import locate_checkpoint
+            from model_foundry.training.transfer import load_backbone_weights
 
-            load_backbone_weights(self.model, resolve_init_checkpoint(config.init_from_checkpoint), strict=False)
-        if config.freeze_transformer:
+            load_backbone_weights(self.model, locate_checkpoint(config.init_from_checkpoint, "init_from_checkpoint"), strict=False)
+        if freezes_whole_backbone(config.freeze_transformer, partial=False,
+                                  unfreeze_step_given=config.unfreeze_at_iteration is not None):
             self.freeze_transformer_weights()
 
     def forward(self, idx: Tensor, targets: Tensor | None = None,
@@ -93,7 +97,7 @@ class GPT(nn.Module):
         output = self.model(idx, labels=targets)
         loss = output.loss
         pipeline = loss_modifiers.for_mode(self.config.mode.value) if loss_modifiers is not None else None
-        if pipeline and targets is not None:  # a scorer's pipeline is always empty (seed 000's table)
+        if pipeline and targets is not None:  # a scorer's pipeline is always empty (the modifiers' mode table)
             loss = pipeline(output.logits, targets)
         logits = output.logits
         if self.config.mode == ModelMode.LANGUAGE_MODEL and targets is None:
@@ -107,7 +111,7 @@ class GPT(nn.Module):
             return idx
         return torch.cat([torch.full_like(idx[:, :1], cls), idx], dim=1)
 
-    # ---- seed 000's transfer-learning methods ----------------------------------------------------------
+    # ---- transfer-learning methods --------------------------------------------------------------------
     def freeze_transformer_weights(self) -> None:
         self.model.freeze_transformer_weights()
 
@@ -115,21 +119,25 @@ class GPT(nn.Module):
         self.model.unfreeze_transformer_weights()
 
     def get_frozen_status(self) -> bool:
-        """True while the transformer is frozen (the seed's boolean; `model.model.get_frozen_status()`
+        """True while the transformer is frozen (the nanoGPT-compatible API's boolean; `model.model.frozen_parts()`
         gives the per-part detail)."""
-        return self.model.get_frozen_status()["backbone_frozen"]
+        return self.model.get_frozen_status()
+
+    @property
+    def unfreezing(self) -> Unfreezing:
+        """The config's unfreeze point and LR drop, under the rule the trainer's `transfer` section uses."""
+        return Unfreezing(self.config.unfreeze_at_iteration, self.config.unfreeze_lr_multiplier)
 
     def maybe_unfreeze(self, iter_num: int, optimizer: torch.optim.Optimizer | None = None) -> bool:
-        """At `unfreeze_at_iteration`: unfreeze, and scale the LR of optimizer groups holding transformer
-        weights by `unfreeze_lr_multiplier`. True when it happened at this iteration."""
-        if self.config.unfreeze_at_iteration != iter_num or not self.get_frozen_status():
+        """At `unfreeze_at_iteration`: unfreeze, and multiply the LR (and `lr_scale`) of the optimizer groups
+        holding transformer weights by `unfreeze_lr_multiplier`. True when it happened at this iteration."""
+        if not self.unfreezing.happens_at(iter_num) or not self.get_frozen_status():
             return False
         self.unfreeze_transformer_weights()
         if optimizer is not None:
-            backbone = {id(p) for p in self.model.backbone.parameters()}
-            for group in optimizer.param_groups:
-                if any(id(p) in backbone for p in group["params"]):
-                    group["lr"] *= self.config.unfreeze_lr_multiplier
+            backbone = {id(p) for module in self.model.transformer_modules() for p in module.parameters()}
+            self.unfreezing.drop_rates(group for group in optimizer.param_groups
+                                       if any(id(p) in backbone for p in group["params"]))
         return True
 
     def get_num_params(self) -> int:

@@ -1,34 +1,21 @@
-"""Experiment directories: where a run lives, finding it by name, and writing new ones from templates.
+"""Experiment directories: where a run lives, finding it by name, and which checkpoint of it to load.
 
-The layout is the one seed 001's users know: `<output_dir>/<kind>/<name>/` holds `config.yaml`,
-`checkpoints/`, `metrics/`, `tokenizer/` and `plots/`; the experiment directory is the run directory.
+`<output_dir>/<kind>/<name>/` holds `config.yaml`, `checkpoints/`, `metrics/`, `tokenizer/` and
+`plots/`; the experiment directory is the run directory. A checkpoint is a directory holding
+`model.safetensors` and `model_config.json` (`checkpoints/best`, `checkpoints/last`, `step_N`).
 """
 from __future__ import annotations
 
-from dataclasses import fields
-from importlib import resources
+import os
+from collections.abc import Sequence
 from pathlib import Path
-
-import yaml
 
 from model_foundry.config.schema import FoundryConfig
 from model_foundry.errors import UserError
 
 KINDS = ("pretraining", "finetuning")
 DEFAULT_ROOT = Path("experiments")
-# The architecture's natural objective and tokenizer, so `foundry new pretraining X --arch bert` works as is.
-# The model settings the template shows (positions, LayerNorm placement, attention) are read from the
-# architecture's own config class, so they cannot disagree with what the model really uses.
-ARCH_DEFAULTS = {
-    "gpt": {"task": "causal_lm", "tokenizer": "bpe"},
-    "bert": {"task": "masked_lm", "tokenizer": "wordpiece"},
-    "hybrid": {"task": "hybrid", "tokenizer": "bpe"},
-    "lstm": {"task": "causal_lm", "tokenizer": "bpe"},
-    "gru": {"task": "causal_lm", "tokenizer": "bpe"},
-    "rnn": {"task": "causal_lm", "tokenizer": "bpe"},
-}
-# What the template shows for settings a (recurrent) architecture does not have.
-TEMPLATE_FALLBACKS = {"positional": "learned", "norm_position": "pre", "attention_type": "causal"}
+HF_PREFIX = "hf:"  # transfer.init_from_checkpoint: hf:DIR starts from a Hugging Face GPT-2 or BERT directory
 
 
 def run_directory(config: FoundryConfig, out: str | Path | None) -> Path:
@@ -54,6 +41,58 @@ def find_experiment_config(name: str, kind: str | None = None, root: Path = DEFA
                     f"{listing}). Create one with `foundry new pretraining {name}`, or pass a YAML path.")
 
 
+def is_checkpoint(directory: Path) -> bool:
+    return (directory / "model.safetensors").is_file() and (directory / "model_config.json").is_file()
+
+
+def recover(directory: Path) -> None:
+    """Undo a checkpoint swap that a kill interrupted between its two renames (see training.checkpoints)."""
+    previous = directory.parent / f".{directory.name}.old"
+    if not directory.exists() and previous.is_dir():
+        os.rename(previous, directory)
+
+
+def locate_checkpoint(spec: str | Path, key: str, prefer: Sequence[str] = ("best", "last"),
+                      root: Path = DEFAULT_ROOT) -> Path:
+    """The checkpoint directory that `spec` means, for every command and config key that loads one.
+
+    `spec` is a checkpoint directory itself, a run directory, its `checkpoints/` folder, or an
+    experiment name under `root`; in a run the first of `prefer` that exists is taken
+    (`("best", "last")`: the selected model, else the final one of a run without a val split).
+    `hf:DIR` names a Hugging Face GPT-2 or BERT directory (config.json + model.safetensors).
+    `key` names the setting or argument in the error.
+    """
+    if str(spec).startswith(HF_PREFIX):
+        return hugging_face_directory(str(spec), key)
+    path = Path(spec)
+    if not path.exists():
+        try:
+            path = find_run(spec, root)
+        except UserError:
+            raise UserError(f"{key} = {str(spec)!r}: no such checkpoint, run directory or experiment name "
+                            f"(experiments are looked up under {root}/pretraining and {root}/finetuning).") from None
+    candidates = [path, *(path / "checkpoints" / name for name in prefer), *(path / name for name in prefer)]
+    for candidate in candidates:
+        recover(candidate)
+        if is_checkpoint(candidate):
+            return candidate
+    wanted = " or ".join(f"checkpoints/{name}" for name in prefer)
+    raise UserError(f"{key} = {str(spec)!r}: {path} holds no checkpoint (expected model.safetensors and "
+                    f"model_config.json there, or a run directory with {wanted}; has the run been trained?).")
+
+
+def hugging_face_directory(spec: str, key: str) -> Path:
+    path = Path(spec.removeprefix(HF_PREFIX))
+    if not (path / "config.json").is_file():
+        raise UserError(f"{key} = {spec!r}: {path} has no config.json; hf: needs a Hugging Face model directory "
+                        "(config.json + model.safetensors).")
+    if not (path / "model.safetensors").is_file():
+        hint = " (it holds pytorch_model.bin: convert it to safetensors first)" if (
+            path / "pytorch_model.bin").is_file() else ""
+        raise UserError(f"{key} = {spec!r}: {path} has no model.safetensors{hint}; pickled weights are never loaded.")
+    return path
+
+
 def find_run(target: str | Path, root: Path = DEFAULT_ROOT) -> Path:
     """A run directory from a path or an experiment name (for eval, plot, export, ...)."""
     path = Path(target)
@@ -65,91 +104,3 @@ def find_run(target: str | Path, root: Path = DEFAULT_ROOT) -> Path:
             return candidate.resolve()
     raise UserError(f"{target!s} is neither a run directory nor an experiment under {root}/pretraining or "
                     f"{root}/finetuning.")
-
-
-def new_pretraining(name: str, arch: str = "gpt", resume_from: str | None = None,
-                    root: Path = DEFAULT_ROOT) -> Path:
-    """Write `root/pretraining/NAME/config.yaml` from the commented template, or clone OLD to resume it."""
-    target = root / "pretraining" / name / "config.yaml"
-    if target.exists():
-        raise UserError(f"{target} already exists; choose another name or edit that file.")
-    if resume_from:
-        text = clone_for_resume(name, resume_from, root)
-    else:
-        text = render_template(name, arch, root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    return target
-
-
-def render_template(name: str, arch: str, root: Path) -> str:
-    from model_foundry.models import ARCHITECTURES
-
-    if arch not in ARCH_DEFAULTS:
-        known = ", ".join(a for a in ARCH_DEFAULTS if a in ARCHITECTURES)
-        raise UserError(f"--arch {arch!r} has no pretraining template; choose one of {known}.")
-    template = resources.files("model_foundry.config").joinpath("templates/pretraining.yaml").read_text()
-    settings = architecture_defaults(ARCHITECTURES[arch])
-    return template.format(name=name, arch=arch, output_dir=root.as_posix(), resume="false", resume_from="",
-                           architectures=" | ".join(ARCH_DEFAULTS), positional=settings["positional"],
-                           norm=settings["norm_position"], attention=settings["attention_type"], **ARCH_DEFAULTS[arch])
-
-
-def architecture_defaults(cls) -> dict:
-    """The template-visible settings of an architecture, from its config class's defaults."""
-    defaults = {f.name: f.default for f in fields(cls.config_class)}
-    return {key: defaults.get(key, fallback) for key, fallback in TEMPLATE_FALLBACKS.items()}
-
-
-def clone_for_resume(name: str, old: str, root: Path) -> str:
-    """OLD's config under the new name, with `resume_from` pointing at OLD's last checkpoint.
-
-    The clone keeps OLD's settings but starts a new run directory, so OLD stays untouched.
-    """
-    old_config = find_experiment_config(old, "pretraining", root)
-    raw = yaml.safe_load(old_config.read_text(encoding="utf-8")) or {}
-    raw.setdefault("experiment", {})["name"] = name
-    last = (old_config.parent / "checkpoints" / "last").resolve()
-    training = raw.setdefault("training", {})
-    training["resume"] = False
-    training["resume_from"] = str(last)
-    header = (f"# Cloned from {old_config} to resume it in a new run directory.\n"
-              f"# training.resume_from loads {old}'s last checkpoint with its full state;\n"
-              "# set training.load_only_model_state: true to take the weights only.\n")
-    return header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
-
-
-# Per finetuning task: the columns a user most likely has, and the metric that picks `best`.
-TASK_DEFAULTS = {
-    "sequence_classification": {"text_column": "text", "label_column": "label", "best_metric": "accuracy"},
-    "sequence_scoring": {"text_column": "text", "label_column": "score", "best_metric": "pearson"},
-    "token_classification": {"text_column": "tokens", "label_column": "upos", "best_metric": "token_accuracy"},
-}
-
-
-def new_finetuning(name: str, pretrain: str, task: str = "sequence_classification",
-                   root: Path = DEFAULT_ROOT) -> Path:
-    """Write `root/finetuning/NAME/config.yaml` starting from pretraining run PRETRAIN."""
-    from model_foundry.models.base import read_model_config
-    from model_foundry.training.transfer import resolve_init_checkpoint
-
-    if task not in TASK_DEFAULTS:
-        raise UserError(f"--task {task!r} is not a finetuning task; choose one of {', '.join(TASK_DEFAULTS)}.")
-    target = root / "finetuning" / name / "config.yaml"
-    if target.exists():
-        raise UserError(f"{target} already exists; choose another name or edit that file.")
-    source = pretrain if Path(pretrain).exists() else find_run(pretrain, root)
-    run_dir = Path(source).resolve()
-    checkpoint = resolve_init_checkpoint(str(run_dir))
-    backbone = read_model_config(checkpoint)
-    settings = backbone["config"]
-    # Transformers record attention_type; recurrent models record whether they are bidirectional.
-    attention = settings.get("attention_type") or ("bidirectional" if settings.get("bidirectional") else "causal")
-    template = resources.files("model_foundry.config").joinpath("templates/finetuning.yaml").read_text()
-    text = template.format(name=name, pretrain_name=Path(pretrain).name, output_dir=root.as_posix(),
-                           tokenizer=(run_dir / "tokenizer").as_posix(), checkpoint=run_dir.as_posix(),
-                           arch=backbone["architecture"], attention=attention, task=task,
-                           pooler="last" if attention == "causal" else "cls", **TASK_DEFAULTS[task])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    return target

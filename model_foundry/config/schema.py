@@ -1,7 +1,7 @@
 """The configuration schema: one pydantic model per YAML section.
 
 Every section forbids unknown keys, so a typo is an error that names the closest valid key
-instead of a setting that silently does nothing. Where a seed system spelled a key differently
+instead of a setting that silently does nothing. Where an older system users come from spelled a key differently
 (`max_iters`, `torch_dtype`, `lr`), the old spelling is accepted as an alias of the canonical one.
 `None` in a model field means "the architecture's own default (or its preset's)".
 """
@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from model_foundry.config.choices import (ACTIVATIONS, ATTENTION_TYPES, CRITERIA, HEADS, NORM_POSITIONS, POOLERS,
+                                         POSITIONAL_ENCODINGS, TOKENIZER_TYPES)
 
 
 class Section(BaseModel):
@@ -30,7 +33,7 @@ class ExperimentSection(Section):
 
 
 class TokenizerSection(Section):
-    type: Literal["char", "wordpiece", "bpe", "unigram"] = Field(
+    type: Literal[TOKENIZER_TYPES] = Field(
         "bpe", validation_alias=alias("type", "tokenizer_type"))
     vocab_size: int = Field(8000, ge=8)
     # An existing tokenizer (a directory holding tokenizer.json, or the file). Without it, one is
@@ -53,7 +56,8 @@ class DataSection(Section):
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
-    # Used when there is no val file: the last fraction of the training stream becomes val.
+    # Without a val file: pretraining takes the last fraction of the token stream as val; finetuning
+    # holds out a seeded random fraction of the labelled examples, but only when this key is set.
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     # Finetuning: train on a random subset of N training examples, the same subset for the same
     # experiment.seed (few-label experiments). None: every example.
@@ -80,10 +84,10 @@ class ModelSection(Section):
     block_size: int | None = Field(None, ge=2)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     bias: bool | None = None
-    attention_type: Literal["causal", "bidirectional"] | None = None
-    positional: Literal["learned", "rotary", "sinusoidal"] | None = None
-    norm_position: Literal["pre", "post"] | None = None
-    activation: Literal["gelu", "gelu_tanh", "relu", "silu"] | None = None
+    attention_type: Literal[ATTENTION_TYPES] | None = None
+    positional: Literal[POSITIONAL_ENCODINGS] | None = None
+    norm_position: Literal[NORM_POSITIONS] | None = None
+    activation: Literal[ACTIVATIONS] | None = None
     layer_norm_eps: float | None = Field(None, gt=0.0)
     type_vocab_size: int | None = Field(None, ge=0)
     # hybrid only: two_stack (a bidirectional and a causal stack) or shared (one stack, both objectives).
@@ -96,15 +100,6 @@ class ModelSection(Section):
     hf_name_or_path: str | None = None
     trust_remote_code: bool = False
     gradient_checkpointing: bool | None = None
-
-    @field_validator("architecture")
-    @classmethod
-    def known_architecture(cls, name: str) -> str:
-        from model_foundry.models import ARCHITECTURES
-
-        if name not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {name!r}; registered: {', '.join(sorted(ARCHITECTURES))}")
-        return name
 
     def architecture_values(self) -> dict:
         """The keys that configure the architecture itself, with unset ones left out."""
@@ -133,16 +128,16 @@ class TaskSection(Section):
     multi_label: bool = False
     label_separator: str = ","
     # None: `last` for causal backbones, `cls` for bidirectional ones.
-    pooler: Literal["cls", "first", "last", "mean", "max", "attention", "gem"] | None = None
-    head: Literal["linear", "sequential"] = "linear"
+    pooler: Literal[POOLERS] | None = None
+    head: Literal[HEADS] = "linear"
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     # None: cross_entropy (bce when multi_label, mse for scoring).
-    criterion: Literal["cross_entropy", "bce", "mse", "bitempered"] | None = None
+    criterion: Literal[CRITERIA] | None = None
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     class_weights: list[float] | None = None
     bitempered_t1: float = Field(0.8, gt=0.0, le=1.0)
     bitempered_t2: float = Field(1.2, ge=1.0)
-    # sequence_scoring: `sigmoid` bounds the score to [0, 1] (seed 000's scorer); `none` is plain regression.
+    # sequence_scoring: `sigmoid` bounds the score to [0, 1] (a bounded scorer); `none` is plain regression.
     score_activation: Literal["sigmoid", "none"] = "sigmoid"
     # Rescale targets to [0, 1] with the training split's min and max (kept in the checkpoint, so
     # predictions come back in the original scale). Needed with `sigmoid` for targets outside [0, 1].
@@ -156,14 +151,6 @@ class TaskSection(Section):
                              "(for example [0.5, 0.5])")
         return weights
 
-    @field_validator("type")
-    @classmethod
-    def known_task(cls, name: str | None) -> str | None:
-        from model_foundry.tasks import TASKS
-
-        if name is not None and name not in TASKS:
-            raise ValueError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
-        return name
 
 
 class TransferSection(Section):
@@ -179,11 +166,16 @@ class TransferSection(Section):
     freeze_embeddings: bool = False
     freeze_n_layers: int = Field(0, ge=0)
     freeze_layer_indices: list[int] = []
-    # Unfreeze everything frozen above after this many epochs or optimizer steps (without a freeze
-    # flag, freeze_epochs freezes the whole backbone until then).
+    # Unfreeze everything frozen above after this many epochs or optimizer steps. Without a freeze
+    # flag, either one freezes the whole backbone until then (an unfreeze point alone would do nothing).
     freeze_epochs: float | None = Field(None, gt=0.0)
     unfreeze_at_iteration: int | None = Field(None, ge=1)
-    unfreeze_lr_multiplier: float = Field(1.0, gt=0.0)
+    # At unfreezing, the backbone's LR is multiplied by this for the rest of the run. 0.1, not 1:
+    # the unfrozen weights' Adam state starts fresh, so their first updates are about one LR per
+    # weight whatever the gradient, and at the head's full rate they would jolt the pretrained
+    # features the frozen phase relied on. The nanoGPT-compatible API and TransferLearningScheduler
+    # read this same default (model_foundry.training.schedules.Unfreezing).
+    unfreeze_lr_multiplier: float = Field(0.1, gt=0.0)
     head_lr_mult: float = Field(1.0, gt=0.0)
     backbone_lr_mult: float = Field(1.0, gt=0.0)
     # Layer-wise LR decay: block i (0 = first) of n gets the backbone LR x layer_lr_decay^(n - 1 - i),
@@ -208,8 +200,9 @@ class TrainingSection(Section):
     min_lr: float | None = Field(None, ge=0.0)
     warmup_steps: int | None = Field(None, ge=0, validation_alias=alias("warmup_steps", "warmup_iters"))
     warmup_ratio: float | None = Field(None, ge=0.0, lt=1.0)
-    # cosine | linear | constant | warmup_only | transfer (constant after warmup, per-part rates from the
-    # transfer section) | plateau (reduce by plateau_factor after plateau_patience evals without a better val loss)
+    # cosine | linear (decay to min_lr after warmup) | constant (the peak after warmup; warmup_only and
+    # transfer are aliases of it) | plateau (reduce by plateau_factor after plateau_patience evals without
+    # a better val loss). Per-part rates and unfreezing come from the transfer section under all of them.
     lr_schedule: Literal["cosine", "linear", "constant", "warmup_only", "transfer", "plateau"] = "cosine"
     plateau_patience: int = Field(3, ge=1)
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
@@ -240,7 +233,7 @@ class TrainingSection(Section):
 
 
 class LossModifiersSection(Section):
-    """Seed 000's loss modifiers (model_foundry/training/loss_modifiers.py says what each computes)."""
+    """Loss modifiers (model_foundry/models/heads/loss_modifiers.py says what each computes)."""
 
     enabled: bool = Field(True, validation_alias=alias("enabled", "loss_modifiers_enabled"))
     entropy_modifier_enabled: bool = False
@@ -251,7 +244,7 @@ class LossModifiersSection(Section):
     mask_ratio_weight_power: float = Field(0.5, ge=0.0)
 
     def pipeline_settings(self) -> dict:
-        """The flat dict `create_loss_modifier_pipeline` takes (seed 000's names)."""
+        """The flat dict `create_loss_modifier_pipeline` takes (the keys of this section, flattened)."""
         return {"loss_modifiers_enabled": self.enabled, **self.model_dump(exclude={"enabled"})}
 
 

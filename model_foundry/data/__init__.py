@@ -1,7 +1,7 @@
 """Data: corpora on disk -> token ids -> packed windows or padded rows -> batches.
 
 `sources` finds and streams the texts, `token_cache` tokenizes them once into a memory-mapped
-file, `windows` cuts packed training examples from it, `tensor_files` reads seed 001's already
+file, `windows` cuts packed training examples from it, `tensor_files` reads `.pt` datasets of already
 tokenized `.pt` data, `collators` turn examples into padded batches (and mask them for masked
 LM), and `batches` streams those batches in an exactly resumable, rank-sharded order.
 For finetuning, `labelled` (with `conll`) reads labelled examples, keeps the label vocabulary and

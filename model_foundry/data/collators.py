@@ -122,7 +122,7 @@ class MaskedLMCollator:
 
 
 class TrimmingCollator:
-    """Batches padded rows (seed 001's `.pt` data), trimmed to the longest real row of the batch.
+    """Batches padded rows (`.pt` datasets), trimmed to the longest real row of the batch.
 
     Rows carry `attention_mask` (1 = real). The real tokens of each row are kept, capped to
     `max_length`, and re-padded on the right only as far as the batch's longest row, so no compute

@@ -4,11 +4,16 @@ Sequence tasks (classification, multi-label, scoring) read one example per row o
 JSONL file; token classification reads one sentence of words and tags per example (CoNLL-U,
 CoNLL or JSONL). Labels stay strings here: `LabelSet`, built from the training split, turns them
 into class ids. Every example remembers its "path:line", so a bad label is reported where it is.
+Encoding cuts an example to the model's length limit; `truncation_warning` counts those cuts
+over a split and says so in one line, since a cut example silently trains on part of its text.
 """
 from __future__ import annotations
 
 import csv
+import sys
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,12 +237,70 @@ def is_integer(label: str) -> bool:
     return True
 
 
+# ----- truncation ---------------------------------------------------------------------------
+
+@dataclass
+class Truncations:
+    """What the encoding of one split cut: examples encoded, examples cut, and (tagging) words
+    whose first sub-token fell past the cut, which then count in neither the loss nor the metrics."""
+
+    examples: int = 0
+    cut: int = 0
+    words: int = 0
+
+
+# The tally `truncation_warning` opens; the encoders add to it, so the tasks that call them
+# per example need not pass a counter through.
+ACTIVE_TALLY: ContextVar[Truncations | None] = ContextVar("active_truncation_tally", default=None)
+
+
+def length_limit(tokenizer_max_length: int | None, block_size: int) -> tuple[int, str]:
+    """The longest input a finetuning example may have, and the config key that sets it:
+    `tokenizer.max_length` when it is below `model.block_size`, else `model.block_size`."""
+    if tokenizer_max_length is not None and tokenizer_max_length < block_size:
+        return tokenizer_max_length, "tokenizer.max_length"
+    return block_size, "model.block_size"
+
+
+@contextmanager
+def truncation_warning(split: str, max_length: int, limit_key: str) -> Iterator[Truncations]:
+    """Count what `encode_sequence` and `encode_words` cut inside the block (one split, e.g.
+    "data.train.path"), then print one warning line to stderr if they cut anything."""
+    tally = Truncations()
+    token = ACTIVE_TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        ACTIVE_TALLY.reset(token)
+    if tally.cut:
+        print(truncation_message(tally, split, max_length, limit_key), file=sys.stderr)
+
+
+def truncation_message(tally: Truncations, split: str, max_length: int, limit_key: str) -> str:
+    words = (f"; {tally.words} word(s) past the cut get no label in the loss and the metrics"
+             if tally.words else "")
+    return (f"warning: {tally.cut} of {tally.examples} example(s) in {split} were cut to {max_length} tokens "
+            f"(the limit {limit_key} sets){words}.")
+
+
+def note_encoded(cut: bool, words_cut: int = 0) -> None:
+    """Add one encoded example to the open tally, if any."""
+    tally = ACTIVE_TALLY.get()
+    if tally is not None:
+        tally.examples += 1
+        tally.cut += cut
+        tally.words += words_cut
+
+
 # ----- encoding -----------------------------------------------------------------------------
 
 def encode_sequence(tokenizer: FoundryTokenizer, text: str, pair: str | None, max_length: int) -> dict[str, list[int]]:
     """`cls text sep [pair sep]` cut to `max_length` (longer text first), with BERT's segment
     ids: 0 up to and including the first sep, 1 for the pair after it."""
     input_ids = tokenizer.encode_for_model(text, pair, max_length)
+    # Only an encoding that fills max_length can have been cut; one more token of room tells.
+    note_encoded(len(input_ids) >= max_length
+                 and len(tokenizer.encode_for_model(text, pair, max_length + 1)) > max_length)
     first_segment = input_ids.index(tokenizer.sep_id) + 1
     token_type_ids = [0] * first_segment + [1] * (len(input_ids) - first_segment)
     return {"input_ids": input_ids, "token_type_ids": token_type_ids}
@@ -247,23 +310,48 @@ def encode_words(tokenizer: FoundryTokenizer, words: list[str], max_length: int)
     """`cls + sub-tokens of the words joined by spaces + sep`, at most `max_length` ids, and the
     position of each word's first sub-token (-1 for a word truncation cut off, or one the
     tokenizer produced no token for).
+    """
+    budget = word_budget(max_length)
+    ids, starts = word_token_starts(tokenizer, words)
+    note_encoded(len(ids) > budget, sum(start >= budget for start in starts))
+    positions = [start + 1 if 0 <= start < budget else -1 for start in starts]
+    return [tokenizer.cls_id, *ids[:budget], tokenizer.sep_id], positions
+
+
+def words_within(tokenizer: FoundryTokenizer, words: list[str], max_length: int) -> int:
+    """How many leading words fit whole within `max_length` (at least one, cut if it alone is
+    too long), so a sentence too long for the model can be tagged in pieces that each fit."""
+    budget = word_budget(max_length)
+    ids, starts = word_token_starts(tokenizer, words)
+    if len(ids) <= budget:
+        return len(words)
+    # Word k starting at or before the budget means every word before it fits whole.
+    return max([1] + [index for index, start in enumerate(starts) if 0 <= start <= budget])
+
+
+def word_budget(max_length: int) -> int:
+    """The sub-tokens the words may take: `max_length` less cls and sep."""
+    if max_length < 3:
+        raise UserError(f"max_length {max_length} leaves no room for words after the two special tokens; "
+                        "raise tokenizer.max_length.")
+    return max_length - 2
+
+
+def word_token_starts(tokenizer: FoundryTokenizer, words: list[str]) -> tuple[list[int], list[int]]:
+    """The sub-token ids of the words joined by spaces (uncut), and the index of each word's first
+    sub-token among them (-1 for a word the tokenizer produced no token for).
 
     The words are encoded as one text, so each sub-token has the context the tokenizer saw in
     pretraining; character offsets then tell which word each sub-token came from.
     """
-    budget = max_length - 2
-    if budget < 1:
-        raise UserError(f"max_length {max_length} leaves no room for words after the two special tokens; "
-                        "raise tokenizer.max_length.")
     text, word_of_char = join_words(words)
     ids, offsets = tokenizer.encode_with_offsets(text)
-    ids, offsets = ids[:budget], offsets[:budget]
-    word_starts = [-1] * len(words)
-    for position, (token_id, span) in enumerate(zip(ids, offsets), start=1):
+    starts = [-1] * len(words)
+    for position, (token_id, span) in enumerate(zip(ids, offsets)):
         word = token_word(tokenizer.id_to_token(token_id), span, text, word_of_char)
-        if word >= 0 and word_starts[word] < 0:
-            word_starts[word] = position
-    return [tokenizer.cls_id, *ids, tokenizer.sep_id], word_starts
+        if word >= 0 and starts[word] < 0:
+            starts[word] = position
+    return ids, starts
 
 
 def join_words(words: list[str]) -> tuple[str, list[int]]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from model_foundry.errors import UserError, did_you_mean
+from model_foundry.tokenizer.utf8 import not_utf8
 
 DATA_FORMATS = ("text", "jsonl", "csv", "tsv", "conllu", "conll", "pt")
 
@@ -218,7 +219,3 @@ def read_lines(handle, path: Path) -> Iterator[str]:
         yield from handle
     except UnicodeDecodeError:
         raise not_utf8(path) from None
-
-
-def not_utf8(path: Path) -> UserError:
-    return UserError(f"{path} is not UTF-8 text; convert it (e.g. `iconv -t utf-8`) before using it as data.")

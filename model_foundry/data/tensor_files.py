@@ -1,4 +1,4 @@
-"""Seed 001's data format: already tokenized tensors saved with `torch.save`.
+"""The `.pt` dataset format: already tokenized tensors saved with `torch.save`.
 
 A file holds `input_ids` [N, T] (int), `attention_mask` [N, T] and optionally `labels` ([N] or
 [N, T]), as a `TensorDataset`, a tuple/list of tensors in that order, or a dict with those keys.
@@ -39,7 +39,7 @@ class TensorFileDataset(Dataset):
 
 
 def load_tensor_file(path: str | Path) -> TensorFileDataset:
-    """Load a seed-001 `.pt` file safely and convert its mask to our convention."""
+    """Load a `.pt` dataset safely and convert its mask to our convention."""
     path = Path(path)
     try:
         with torch.serialization.safe_globals([TensorDataset]):
@@ -82,13 +82,13 @@ def unpack(content: object, path: Path) -> tuple[torch.Tensor, torch.Tensor, tor
 def real_token_mask(mask: torch.Tensor, path: Path) -> torch.Tensor:
     """The file's attention mask as OUR convention: int64, 1 = real token, 0 = pad.
 
-    !!! THE MASK IS FLIPPED HERE. Seed 001 saves a BOOL mask with True = PAD (the opposite of
+    !!! THE MASK IS FLIPPED HERE. The `.pt` format saves a BOOL mask with True = PAD (the opposite of
     Hugging Face and of everything else in Model Foundry), so a bool mask is inverted. An integer
     0/1 mask is taken to follow the Hugging Face convention (1 = real) and kept as it is.
     """
     if mask.dtype == torch.bool:
         return (~mask).long()
     if mask.is_floating_point() or not torch.isin(mask, torch.tensor([0, 1], dtype=mask.dtype)).all():
-        raise UserError(f"{path}: attention_mask must be bool (True = PAD, seed 001) or 0/1 integers "
+        raise UserError(f"{path}: attention_mask must be bool (True = PAD, the `.pt` dataset convention) or 0/1 integers "
                         f"(1 = real token); found {mask.dtype} with other values.")
     return mask.long()

@@ -40,7 +40,7 @@ def prepare_output(out: Path) -> Path:
 def export_merged_run(run: str | Path, out: str | Path, checkpoint: str = "best") -> Path:
     """A plain run directory at `out` whose checkpoint has the LoRA adapters merged in."""
     from model_foundry.models import BaseLanguageModel
-    from model_foundry.training.lora import has_lora, merge_lora
+    from model_foundry.models.lora import has_lora, merge_lora
 
     run_dir = find_run(run)
     source = checkpoint_of(run_dir, checkpoint)
@@ -62,7 +62,7 @@ def export_merged_run(run: str | Path, out: str | Path, checkpoint: str = "best"
 def export_hf(run: str | Path, out: str | Path, checkpoint: str = "best") -> Path:
     """The run's language model and tokenizer at `out`, in the format `transformers` loads."""
     from model_foundry.models import BaseLanguageModel
-    from model_foundry.training.lora import has_lora, merge_lora
+    from model_foundry.models.lora import has_lora, merge_lora
 
     run_dir = find_run(run)
     model = BaseLanguageModel.from_pretrained(checkpoint_of(run_dir, checkpoint))

@@ -6,6 +6,13 @@ of different lengths are left-padded into one batch, so every row's newest token
 last column; positions count real tokens only, so a padded prompt continues exactly as it
 would alone.
 
+A transformer with `block_size` B conditions each new token on the last B tokens (prompt and
+generated so far), as it was trained to: the whole prompt is used whatever `max_new_tokens` is,
+and once the text outgrows B the window slides. Learned and rotary positions cannot be shifted
+inside a key/value cache, so a slide drops the cache and recomputes the window; cached and
+uncached decoding therefore stay identical. Only a prompt longer than B loses its first tokens,
+with a warning. Recurrent models carry a state of any length and never slide.
+
 How the next token is chosen, in this order:
 - `temperature` 0 takes the most likely token (greedy); otherwise the logits are divided by it
   (below 1 sharpens the distribution, above 1 flattens it);
@@ -16,6 +23,7 @@ How the next token is chosen, in this order:
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -25,6 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from model_foundry.errors import UserError
+from model_foundry.models.base import BaseLanguageModel
+from model_foundry.models.recurrent import RecurrentLanguageModel
 
 StepFunction = Callable[[Tensor, Tensor, Any], tuple[Tensor, Any]]
 
@@ -38,9 +48,9 @@ def generate(model: nn.Module, input_ids: Tensor | Sequence[Sequence[int]], *, m
 
     `input_ids` is a (batch, time) tensor of unpadded prompts or a list of token-id lists of any
     lengths. A row stops at its first token in `stop_token_ids`, which is not included in its
-    output; generation ends when every row has stopped or after `max_new_tokens`. A model's
-    context is `block_size` tokens: a prompt keeps only its last `block_size - max_new_tokens`
-    tokens (at least one), and generation stops early when the longest row fills the context.
+    output; generation ends when every row has stopped or after `max_new_tokens`. Each token is
+    chosen from the last `block_size` tokens of its row (see the module docstring); a prompt
+    longer than that is cut to its last `block_size` tokens, with one warning line on stderr.
     `pad_id` fills the left padding (default: the model's pad_token_id, else 0; padded
     positions are masked, so its value never matters). `use_cache=False` re-runs the model on
     the whole sequence at every step (slow; the cached result is the same). `generator` makes
@@ -48,15 +58,14 @@ def generate(model: nn.Module, input_ids: Tensor | Sequence[Sequence[int]], *, m
     """
     check_generation_settings(model, max_new_tokens, temperature, top_k, top_p)
     block_size = context_size(model)
-    prompts = truncated_prompts(prompt_lists(input_ids), block_size, max_new_tokens)
+    prompts = prompts_in_context(prompt_lists(input_ids), block_size)
     pad_id = pad_id if pad_id is not None else getattr(model.config, "pad_token_id", None) or 0
     ids, mask = left_padded(prompts, pad_id, next(model.parameters()).device)
-    steps = max_new_tokens if block_size is None else min(max_new_tokens, block_size - ids.size(1))
     step = model.decode_step if use_cache else uncached_step(model)
     stop_ids = torch.tensor(list(stop_token_ids), dtype=torch.long, device=ids.device)
     with eval_mode(model):
         choose = partial(choose_next, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-        new_tokens = decode_tokens(step, ids, mask, steps, stop_ids, pad_id, choose)
+        new_tokens = decode_tokens(step, ids, mask, max_new_tokens, stop_ids, pad_id, choose, block_size)
     return [until_stop(row, stop_token_ids) for row in new_tokens.tolist()]
 
 
@@ -116,16 +125,31 @@ def prompt_lists(input_ids: Tensor | Sequence[Sequence[int]]) -> list[list[int]]
 
 
 def context_size(model: nn.Module) -> int | None:
-    """The longest sequence the model takes (`block_size`), or None for models without a limit."""
+    """The most tokens the model can condition on (`block_size`), or None without a limit.
+
+    A recurrent model's `block_size` only sets the window it was trained on; its state carries
+    any length, so it is not cut.
+    """
+    if isinstance(model, RecurrentLanguageModel):
+        return None
     return getattr(model.config, "block_size", None)
 
 
-def truncated_prompts(prompts: list[list[int]], block_size: int | None, max_new_tokens: int) -> list[list[int]]:
-    """Each prompt cut on the left so that it plus `max_new_tokens` fits the context, keeping at least one token."""
+def prompts_in_context(prompts: list[list[int]], block_size: int | None) -> list[list[int]]:
+    """Each prompt cut on the left to the model's context, saying so on stderr when any is cut.
+
+    The model cannot read more than `block_size` tokens, and the CLI prints the whole prompt,
+    so a silent cut would look as if the whole prompt had been used.
+    """
     if block_size is None:
         return prompts
-    keep = max(1, block_size - max_new_tokens)
-    return [prompt[-keep:] for prompt in prompts]
+    dropped = [len(prompt) - block_size for prompt in prompts if len(prompt) > block_size]
+    if dropped:
+        whose = "a prompt's first" if len(dropped) == 1 else f"{len(dropped)} prompts' first"
+        print(f"warning: dropped {whose} {', '.join(map(str, dropped))} token(s): a prompt longer than the "
+              f"model's context (model.block_size: {block_size}) keeps its last {block_size} tokens.",
+              file=sys.stderr)
+    return [prompt[-block_size:] for prompt in prompts]
 
 
 def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -141,8 +165,6 @@ def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> 
 
 def uncached_step(model: nn.Module) -> StepFunction:
     """The base class's decode step, which re-runs the whole sequence, whatever the model overrides."""
-    from model_foundry.models.base import BaseLanguageModel
-
     return lambda ids, mask, cache: BaseLanguageModel.decode_step(model, ids, mask, cache)
 
 
@@ -158,12 +180,16 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def decode_tokens(step: StepFunction, ids: Tensor, mask: Tensor, steps: int, stop_ids: Tensor, pad_id: int,
-           choose: Callable[[Tensor], Tensor]) -> Tensor:
-    """The (batch, n <= steps) new tokens; a row that has stopped is filled with `pad_id` after its stop token."""
+                  choose: Callable[[Tensor], Tensor], block_size: int | None) -> Tensor:
+    """The (batch, n <= steps) new tokens; a row that has stopped is filled with `pad_id` after its stop token.
+
+    `window` and `mask` hold the tokens the model conditions on, at most `block_size` columns;
+    `cache` (when not None) covers all of them but the newest column, which is `step_input`.
+    """
     batch = ids.size(0)
     finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
     new_tokens: list[Tensor] = []
-    step_input, cache = ids, None
+    window, step_input, cache = ids, ids, None
     for _ in range(steps):
         logits, cache = step(step_input, mask, cache)
         next_ids = choose(logits).masked_fill(finished, pad_id)
@@ -172,7 +198,11 @@ def decode_tokens(step: StepFunction, ids: Tensor, mask: Tensor, steps: int, sto
         if bool(finished.all()):
             break
         step_input = next_ids[:, None]
+        window = torch.cat((window, step_input), dim=1)
         mask = torch.cat((mask, mask.new_ones(batch, 1)), dim=1)
+        if block_size is not None and window.size(1) > block_size:
+            window, mask = window[:, -block_size:], mask[:, -block_size:]
+            step_input, cache = window, None  # positions shift: recompute the window from scratch
     if not new_tokens:
         return ids.new_empty(batch, 0)
     return torch.stack(new_tokens, dim=1)

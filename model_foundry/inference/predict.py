@@ -4,6 +4,9 @@ Rows come out as the input's text fields plus the prediction: `label` and `proba
 single-label classification, `labels` and `probabilities` for multi-label, `score` (in the
 original scale) for scoring, `tokens` and `tags` for token classification. The output is JSONL,
 or CSV when the file name ends in .csv (nested values are JSON inside the cell).
+
+A text longer than the model's limit is cut to it, with one warning line; a sentence to tag is
+instead tagged in consecutive pieces that each fit, so every word gets a tag.
 """
 from __future__ import annotations
 
@@ -13,13 +16,12 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from model_foundry.config import load_config
-from model_foundry.config.experiments import find_run
 from model_foundry.data import SequenceExample, TokenExample, guess_format
+from model_foundry.data.labelled import length_limit, truncation_warning, words_within
 from model_foundry.errors import UserError
-from model_foundry.inference.loading import checkpoint_of, load_tokenizer
-from model_foundry.tasks import build_task
+from model_foundry.inference.loading import rebuild_run
 from model_foundry.tasks.finetuning import FinetuningTask
 from model_foundry.training.precision import resolve_device
 
@@ -27,25 +29,47 @@ from model_foundry.training.precision import resolve_device
 def predict_run(run: str | Path, input_path: str | Path | None = None, text: str | None = None,
                 threshold: float = 0.5, checkpoint: str = "best", batch_size: int = 32) -> list[dict]:
     """Predictions of a finetuned run for the examples of `input_path`, or for one `text`."""
-    from model_foundry.models import BaseLanguageModel
-
     if (input_path is None) == (text is None):
         raise UserError("Give either --input FILE or --text \"...\" to predict.")
-    run_dir = find_run(run)
-    config = load_config(run_dir / "resolved_config.yaml").config
-    task = build_task(config, load_tokenizer(run_dir))
+    rebuilt = rebuild_run(run, checkpoint)
+    config, task, model = rebuilt.config, rebuilt.task, rebuilt.model
     if not isinstance(task, FinetuningTask):
-        raise UserError(f"Run {run_dir} trained task {task.name!r}, which makes no predictions of labels or "
-                        "scores; predict works on finetuning runs (use `foundry generate` or `fill-mask` for "
+        raise UserError(f"Run {rebuilt.directory} trained task {task.name!r}, which makes no predictions of labels "
+                        "or scores; predict works on finetuning runs (use `foundry generate` or `fill-mask` for "
                         "language models).")
-    model = BaseLanguageModel.from_pretrained(checkpoint_of(run_dir, checkpoint))
-    task.use_trained_model(model)
     examples = examples_from_text(task, text) if text is not None else examples_from_file(task, Path(input_path))
     device = resolve_device(config.training.device)
     model.to(device)
-    with torch.no_grad():
-        predictions = task.predict(model, examples, batch_size, device, threshold=threshold)
+    source = "--text" if text is not None else f"--input {input_path}"
+    max_length, limit_key = length_limit(config.tokenizer.max_length, task.backbone_config.block_size)
+    with torch.no_grad(), truncation_warning(source, max_length, limit_key):
+        predictions = predict_examples(task, model, examples, batch_size, device, threshold)
     return [{**input_fields(task, example), **prediction} for example, prediction in zip(examples, predictions)]
+
+
+def predict_examples(task: FinetuningTask, model: nn.Module, examples: list, batch_size: int, device: torch.device,
+                     threshold: float) -> list[dict]:
+    """The task's predictions, in order; sentences to tag go in pieces that fit the model, since
+    a word past the model's limit would otherwise get no tag."""
+    if task.name != "token_classification":
+        return task.predict(model, examples, batch_size, device, threshold=threshold)
+    windows = [window for example in examples for window in word_windows(task, example)]
+    tags = [tag for row in task.predict(model, windows, batch_size, device) for tag in row["tags"]]
+    rows, start = [], 0  # the windows split each sentence in order, so the tags follow the words
+    for example in examples:
+        rows.append({"tokens": example.words, "tags": tags[start:start + len(example.words)]})
+        start += len(example.words)
+    return rows
+
+
+def word_windows(task: FinetuningTask, example: TokenExample) -> list[TokenExample]:
+    """The sentence as consecutive runs of words that each fit `task.max_length` whole."""
+    windows, words = [], example.words
+    while words:
+        size = words_within(task.tokenizer, words, task.max_length)
+        windows.append(TokenExample(words[:size], None, example.source))
+        words = words[size:]
+    return windows
 
 
 def examples_from_text(task: FinetuningTask, text: str) -> list:

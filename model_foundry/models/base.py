@@ -79,14 +79,11 @@ class BaseLanguageModel(nn.Module, ABC):
     default_task: ClassVar[str]
     # True when `default_task` is the only objective this model can train (its forward is built for it).
     only_default_task: ClassVar[bool] = False
+    # The tokenizer a pretraining template trains for it (`tokenizer.type`).
+    default_tokenizer: ClassVar[str] = "bpe"
     supports_generation: ClassVar[bool]
     config_class: ClassVar[type]
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
-    # When True, a training forward pass with labels projects only the target positions to the
-    # vocabulary, and `logits` is (num_targets, vocab) in row-major order of the targets. Masked LM
-    # turns it on: 85% of its positions have no target, and the vocabulary projection at them is most
-    # of the step's work. Evaluation (eval mode) always returns logits at every position.
-    score_targets_only: bool = False
 
     backbone: nn.Module
 
@@ -113,10 +110,17 @@ class BaseLanguageModel(nn.Module, ABC):
         return logits[:, -1], sequence
 
     def head_output(self, head: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, labels: Tensor | None,
-                    token_type_ids: Tensor | None, output_hidden_states: bool) -> ModelOutput:
-        """backbone -> `head` -> token loss: the forward pass of every single-head language model."""
+                    token_type_ids: Tensor | None, output_hidden_states: bool,
+                    score_targets_only: bool = False) -> ModelOutput:
+        """backbone -> `head` -> token loss: the forward pass of every single-head language model.
+
+        `score_targets_only` (with labels) projects only the target positions to the vocabulary, and
+        `logits` is then (num_targets, vocab) in row-major order of the targets. Masked LM asks for
+        it in training: 85% of its positions have no target, and the vocabulary projection at them
+        is most of the step's work.
+        """
         hidden, all_hidden = self.backbone(input_ids, attention_mask, token_type_ids, output_hidden_states)
-        if labels is not None and self.score_targets_only and self.training:
+        if labels is not None and score_targets_only:
             targets = labels != IGNORE_INDEX
             hidden, labels = hidden[targets], labels[targets]
         logits = head(hidden)
@@ -158,22 +162,35 @@ class BaseLanguageModel(nn.Module, ABC):
         self.tie_weights()
         return new
 
-    # ---- freezing (seed 000's API) -----------------------------------------------------------------
+    # ---- freezing (the nanoGPT-compatible API's methods, on every model) ----------------------------
+    def transformer_modules(self) -> list[nn.Module]:
+        """What `freeze_transformer_weights` freezes: the backbone (a model with a second stack adds it)."""
+        return [self.backbone]
+
     def freeze_transformer_weights(self) -> None:
-        """Freeze the whole backbone: only the head (and anything outside `backbone`) trains."""
-        self.backbone.requires_grad_(False)
+        """Freeze the transformer: only the head (and anything outside the transformer) trains."""
+        for module in self.transformer_modules():
+            module.requires_grad_(False)
 
     def unfreeze_transformer_weights(self) -> None:
-        self.backbone.requires_grad_(True)
+        for module in self.transformer_modules():
+            module.requires_grad_(True)
 
-    def get_frozen_status(self) -> dict[str, Any]:
-        """Which parts are frozen: embeddings, each block, everything else; and parameter counts."""
+    def get_frozen_status(self) -> bool:
+        """True while the whole transformer is frozen: the nanoGPT-compatible API's boolean, the same
+        here as on `compat.nanogpt.GPT`. `frozen_parts()` gives the per-part detail."""
+        return not any(p.requires_grad for module in self.transformer_modules() for p in module.parameters())
+
+    def frozen_parts(self) -> dict[str, Any]:
+        """Which parts are frozen: embeddings, each block, the transformer, the rest (the heads); and parameter
+        counts."""
         blocks = [not any(p.requires_grad for p in block.parameters()) for block in self.backbone.blocks]
         embeddings = [p for n, p in self.backbone.named_parameters() if "embedding" in n.split(".")[0]]
-        rest = [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+        transformer = {id(p) for module in self.transformer_modules() for p in module.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in transformer]
         return {"embeddings_frozen": bool(embeddings) and not any(p.requires_grad for p in embeddings),
                 "frozen_blocks": [i for i, frozen in enumerate(blocks) if frozen],
-                "backbone_frozen": not any(p.requires_grad for p in self.backbone.parameters()),
+                "backbone_frozen": self.get_frozen_status(),
                 "head_frozen": bool(rest) and not any(p.requires_grad for p in rest),
                 "trainable_params": self.get_parameter_count(trainable_only=True),
                 "frozen_params": self.get_parameter_count() - self.get_parameter_count(trainable_only=True)}
@@ -207,7 +224,7 @@ class BaseLanguageModel(nn.Module, ABC):
         directory = Path(directory)
         meta = read_model_config(directory)
         if "lora" in meta:  # a backbone with LoRA adapters (and maybe a task head)
-            from model_foundry.training.lora import load_lora_model
+            from model_foundry.models.lora import load_lora_model
 
             return load_lora_model(directory, meta)
         if "task_head" in meta:  # a finetuned backbone with its task head

@@ -61,6 +61,7 @@ class MaskedLMHead(nn.Module):
 class Bert(BaseLanguageModel):
     model_type = "bert"
     default_task = "masked_lm"
+    default_tokenizer = "wordpiece"
     supports_generation = False
     config_class = BertConfig
     presets = TRANSFORMER_PRESETS
@@ -83,6 +84,8 @@ class Bert(BaseLanguageModel):
         return embedding
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False,
+                score_targets_only: bool = False) -> ModelOutput:
         """Vocabulary logits at every position; the loss counts only positions whose label is not -100."""
-        return self.head_output(self.mlm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states)
+        return self.head_output(self.mlm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states,
+                                score_targets_only)

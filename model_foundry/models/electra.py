@@ -143,6 +143,7 @@ def sample_tokens(logits: Tensor, generator: torch.Generator | None = None) -> T
 class Electra(BaseLanguageModel):
     model_type = "electra"
     default_task = "replaced_token_detection"
+    default_tokenizer = "wordpiece"
     only_default_task = True
     supports_generation = False
     config_class = ElectraConfig

@@ -53,9 +53,11 @@ class GPT(BaseLanguageModel):
         return self.lm_head
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False,
+                score_targets_only: bool = False) -> ModelOutput:
         """Next-token logits (batch, time, vocab); `labels` are already the next tokens (not shifted here)."""
-        return self.head_output(self.lm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states)
+        return self.head_output(self.lm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states,
+                                score_targets_only)
 
     def decode_step(self, input_ids: Tensor, attention_mask: Tensor,
                     cache: list[KeyValue] | None = None) -> tuple[Tensor, list[KeyValue]]:

@@ -16,7 +16,7 @@ controls understand (`backbone.blocks.<i>.*`, `backbone.embeddings.*`); the same
 appear under `model.*` in the state dict, and safetensors stores each shared tensor once (under
 the alphabetically first name, which is the `blocks` / `embeddings` one).
 
-Bidirectional decoders (seed 004's `*-bidirectional` models): transformers 5 returns a ready 4-D
+Decoders made bidirectional (`*-bidirectional` checkpoints): transformers 5 returns a ready 4-D
 attention mask unchanged (`masking_utils._preprocess_mask_arguments`), and its SDPA and eager
 attention are causal only when no mask is given. So passing a full additive (B, 1, T, T) mask that
 hides only the padding makes every layer of GPT-2, Llama, Mistral, Gemma 2 and Qwen 2 attend both
@@ -34,25 +34,11 @@ from torch import Tensor, nn
 from model_foundry.errors import UserError
 from model_foundry.models.base import BaseLanguageModel, ModelOutput
 from model_foundry.models.registry import register_architecture
+from model_foundry.optional_dependencies import remote_code_kwargs, require_transformers
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION_TYPES = ("causal", "bidirectional")
 DEFAULT_MAX_LENGTH = 512
-
-
-def require_transformers():
-    """The `transformers` module, or a UserError saying how to install it."""
-    try:
-        import transformers
-    except ImportError:
-        raise UserError("model.architecture 'hf' needs the Hugging Face libraries: "
-                        "pip install 'model-foundry[hf]' (transformers and peft).") from None
-    return transformers
-
-
-def remote_code_kwargs(trust_remote_code: bool) -> dict[str, bool]:
-    """`trust_remote_code=True` only when the config asks for it, so the library default (refuse) holds."""
-    return {"trust_remote_code": True} if trust_remote_code else {}
 
 
 @dataclass

@@ -17,17 +17,22 @@ encoders are BERT's layers under `electra.`.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from model_foundry.errors import UserError
+from model_foundry.models.base import read_model_config
 from model_foundry.models.bert import BertConfig
 from model_foundry.models.electra import ElectraConfig
 from model_foundry.models.gpt import GPTConfig
 
 StateDict = dict[str, Tensor]
+HF_CONFIG = "config.json"
 
 # Hugging Face activation names -> ours (several HF names are the same function).
 ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -274,3 +279,24 @@ def electra_configs_to_hf(config: ElectraConfig) -> dict[str, dict]:
                               "num_attention_heads": config.n_head, "intermediate_size": config.mlp_size},
             "generator": {**shared, "architectures": ["ElectraForMaskedLM"], "hidden_size": generator.n_embd,
                           "num_attention_heads": generator.n_head, "intermediate_size": generator.mlp_size}}
+
+
+# Hugging Face model_type -> (our architecture, config converter), for `hf:DIR` checkpoints.
+HF_CONFIG_CONVERTERS = {"gpt2": ("gpt", gpt_config_from_hf), "bert": ("bert", bert_config_from_hf)}
+
+
+def is_hf_directory(checkpoint: Path) -> bool:
+    return (checkpoint / HF_CONFIG).is_file() and not (checkpoint / "model_config.json").is_file()
+
+
+def read_checkpoint_config(checkpoint: Path) -> dict:
+    """`model_config.json` of a checkpoint; for a Hugging Face directory, the same built from its config.json."""
+    if not is_hf_directory(checkpoint):
+        return read_model_config(checkpoint)
+    hf_config = json.loads((checkpoint / HF_CONFIG).read_text(encoding="utf-8"))
+    model_type = hf_config.get("model_type")
+    if model_type not in HF_CONFIG_CONVERTERS:
+        raise UserError(f"{checkpoint / HF_CONFIG} describes a {model_type!r} model; hf: imports into our "
+                        f"backbones only {', '.join(HF_CONFIG_CONVERTERS)} (use model.architecture: hf for others).")
+    architecture, convert = HF_CONFIG_CONVERTERS[model_type]
+    return {"architecture": architecture, "config": asdict(convert(hf_config))}

@@ -2,7 +2,7 @@
 
 Two designs behind one architecture, chosen by `hybrid_design`:
 
-- `two_stack` (seed 003): a bidirectional stack and a causal stack that share the token
+- `two_stack`: a bidirectional stack and a causal stack that share the token
   embedding. Every batch trains both: the causal stack predicts the next token of the text, the
   bidirectional one the masked tokens of a masked copy of the same text, and the loss is
   `loss_weights[0] * mlm_loss + loss_weights[1] * clm_loss`. `n_layer` is the depth of EACH
@@ -17,7 +17,7 @@ and blocks seen through a causal mask); and two heads tied to the token embeddin
 (BERT's transform and decoder) and `clm_head` (GPT's linear output).
 
 Finetuning uses `backbone`, the bidirectional stack: classification and tagging want every token
-to see the whole input (seed 003 uses "the BERT encoder for understanding"), and the transfer
+to see the whole input (the BERT side is the one for understanding), and the transfer
 controls address its blocks as `backbone.blocks.<i>`.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from model_foundry.models.registry import register_architecture
 
 DESIGNS = ("two_stack", "shared")
 OBJECTIVES = ("both", "mlm", "clm")
-DEFAULT_LOSS_WEIGHTS = (0.5, 0.5)  # [mlm, clm], seed 003's
+DEFAULT_LOSS_WEIGHTS = (0.5, 0.5)  # [mlm, clm]: both objectives count equally
 # What one path returns: logits, the loss (None without labels), all hidden states (when asked).
 PathOutput = tuple[Tensor, Tensor | None, tuple[Tensor, ...] | None]
 
@@ -157,14 +157,9 @@ class HybridLM(BaseLanguageModel):
                                               requires_grad=self.mlm_head.bias.requires_grad)
         return embedding
 
-    def freeze_transformer_weights(self) -> None:
-        """Freeze both stacks (for `shared` they are one); the heads keep training."""
-        self.backbone.requires_grad_(False)
-        self.causal_backbone.requires_grad_(False)
-
-    def unfreeze_transformer_weights(self) -> None:
-        self.backbone.requires_grad_(True)
-        self.causal_backbone.requires_grad_(True)
+    def transformer_modules(self) -> list[nn.Module]:
+        """Both stacks (for `shared` they are one), so freezing leaves only the heads training."""
+        return [self.backbone, self.causal_backbone]
 
     # ---- forward ---------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
@@ -176,9 +171,9 @@ class HybridLM(BaseLanguageModel):
         `input_ids` / `labels` are the text and its next tokens; `mlm_input_ids` / `mlm_labels` a
         masked copy and its cloze targets (-100 where nothing was masked). With `objective='mlm'`
         and no masked copy, `input_ids` / `labels` are the masked batch. With `both` and no masked
-        copy, both stacks read `input_ids`, as in seed 003. `objective` defaults to `both` when a
+        copy, both stacks read `input_ids`. `objective` defaults to `both` when a
         masked copy is given, else `clm`, so `model(input_ids)` gives next-token logits;
-        `task` is seed 003's name for it.
+        `task` is an older name for it.
         """
         objective = resolve_objective(objective if objective is not None else task, mlm_input_ids)
         output = HybridOutput()

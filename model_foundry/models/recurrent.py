@@ -39,7 +39,7 @@ from model_foundry.models.registry import register_architecture
 RECURRENT_LAYERS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 # Sizes shared by lstm, gru and rnn (a GRU layer has 3/4 of an LSTM layer's weights, a plain RNN
-# layer 1/4). base is seed 002's "3-layer LSTM, ~50M parameters" with a 32k vocabulary.
+# layer 1/4). base is a 3-layer LSTM of ~50M parameters with a 32k vocabulary.
 RECURRENT_PRESETS: dict[str, dict[str, int]] = {
     "small": {"n_layer": 2, "n_embd": 512, "hidden_size": 512},
     "base": {"n_layer": 3, "n_embd": 768, "hidden_size": 1024},
@@ -286,9 +286,11 @@ class RecurrentLanguageModel(BaseLanguageModel):
         return embedding
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False,
+                score_targets_only: bool = False) -> ModelOutput:
         """Vocabulary logits (batch, time, vocab); `labels` are aligned with them already (not shifted here)."""
-        return self.head_output(self.lm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states)
+        return self.head_output(self.lm_head, input_ids, attention_mask, labels, token_type_ids, output_hidden_states,
+                                score_targets_only)
 
     def decode_step(self, input_ids: Tensor, attention_mask: Tensor | None,
                     cache: list[LayerState] | None = None) -> tuple[Tensor, list[LayerState]]:

@@ -1,7 +1,7 @@
 """The architecture registry and the model factory.
 
 An architecture is a `BaseLanguageModel` subclass registered under a name (and aliases, such as
-the seeds' spellings): adding one is one new file plus `@register_architecture("name")`.
+older spellings such as gpt2): adding one is one new file plus `@register_architecture("name")`.
 `create_model` builds its config from three layers, each overriding the one before: the config
 class's defaults, a size preset, then explicit values.
 """

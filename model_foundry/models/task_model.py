@@ -56,25 +56,28 @@ class TaskHeadConfig:
         if self.task in SEQUENCE_TASKS and self.pooler is None:
             raise UserError(f"task {self.task!r} needs a pooler (task.pooler).")
 
+    def make_criterion(self) -> nn.Module:
+        """The criterion these settings name: forward(outputs, labels) -> loss."""
+        return make_criterion(self.criterion, label_smoothing=self.label_smoothing, class_weights=self.class_weights,
+                              t1=self.bitempered_t1, t2=self.bitempered_t2)
+
 
 class TaskModel(BaseLanguageModel):
     """backbone -> (pooler) -> head -> criterion. `logits` are per class, per token, or the score."""
 
     model_type = "task"
-    default_task = "sequence_classification"
     supports_generation = False
 
     def __init__(self, architecture: str, backbone_config: Any, head_config: TaskHeadConfig):
         super().__init__(backbone_config)
         self.architecture_name = architecture  # the backbone's architecture, recorded in checkpoints
         self.head_config = head_config
+        self.default_task = head_config.task  # the task its head was made for
         self.backbone = get_architecture(architecture)(backbone_config).backbone
         hidden = self.backbone.hidden_size
         self.pooler = make_pooler(head_config.pooler, hidden) if head_config.task in SEQUENCE_TASKS else None
         self.head = make_head(head_config.head, hidden, head_config.num_outputs, head_config.head_dropout)
-        self.criterion = make_criterion(head_config.criterion, label_smoothing=head_config.label_smoothing,
-                                        class_weights=head_config.class_weights, t1=head_config.bitempered_t1,
-                                        t2=head_config.bitempered_t2)
+        self.criterion = head_config.make_criterion()
         self.head.apply(init_normal)
         if self.pooler is not None:
             self.pooler.apply(init_normal)

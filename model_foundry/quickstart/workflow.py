@@ -7,17 +7,21 @@
    pretrained GPT and from scratch (the BERT's architecture and tokenizer, random weights) with 200,
    1,000 and all training labels, written to `label_efficiency.csv` and `plots/label_efficiency.png`,
 5. finetune a sentiment scorer (-4..+4) from the BERT, print the results and write the loss curves.
-Re-running picks up the finished runs (`training.resume: true`), so it only re-evaluates them.
+The runs of one set of settings share a directory (`runs_directory`): re-running with the same
+settings picks up the finished runs (`training.resume: true`) and only re-evaluates them; re-running
+with other settings (another `--steps`) trains fresh runs in a directory of their own.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import statistics
 import sys
 from pathlib import Path
 
 from model_foundry.quickstart.data import DEFAULT_CACHE, ensure_plays, ensure_reviews
-from model_foundry.reporting.plots import plot_label_efficiency, plot_runs
+from model_foundry.training.plots import plot_label_efficiency, plot_runs
 from model_foundry.reporting.runs import format_table, run_row
 
 DEFAULT_OUT = Path("experiments") / "quickstart"
@@ -45,9 +49,11 @@ def run_quickstart(out: Path = DEFAULT_OUT, data: Path = DEFAULT_CACHE, steps: i
     from model_foundry.tokenizer import FoundryTokenizer, train_tokenizer
     from model_foundry.training.run import train
 
-    out = out.resolve()
+    root = out.resolve()
     reviews = ensure_reviews(data)
-    corpus = pretraining_corpus(ensure_plays(data), reviews / "train.tsv", out / "pretraining_corpus.txt")
+    corpus = pretraining_corpus(ensure_plays(data), reviews / "train.tsv", root / "pretraining_corpus.txt")
+    out = runs_directory(root, settings_of(steps, vocab_size, finetuning_epochs))
+    say(f"      runs of these settings: {out}")
     tokenizer_dir = out / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").is_file():
         say(f"[1/5] Training a byte-level BPE tokenizer (vocab {vocab_size}) on {corpus.name}")
@@ -86,6 +92,29 @@ def run_quickstart(out: Path = DEFAULT_OUT, data: Path = DEFAULT_CACHE, steps: i
     print(format_table(efficiency_table(efficiency), ("labels", *BACKBONES)))
     print(f"\nPlots: {', '.join(map(str, plots))}\nRuns:  {out}  (compare them any time with `foundry runs {out}`)")
     return rows
+
+
+def settings_of(steps: int, vocab_size: int, finetuning_epochs: float) -> dict:
+    """Every setting that shapes the runs (the data are fixed by their archives)."""
+    return {"steps": steps, "vocab_size": vocab_size, "finetuning_epochs": finetuning_epochs, "model": MODEL,
+            "training": TRAINING, "finetuning": FINETUNING, "label_counts": list(LABEL_COUNTS),
+            "few_label_epochs": {str(k): v for k, v in FEW_LABEL_EPOCHS.items()},
+            "few_label_seeds": list(FEW_LABEL_SEEDS), "seed": SEED}
+
+
+def runs_directory(out: Path, settings: dict) -> Path:
+    """`out/steps<N>-<hash of every setting>`, with the settings in `settings.json`.
+
+    Runs are resumed (`training.resume: true`), so runs found in the directory are reused. One
+    directory per set of settings makes that safe: a re-run with the same settings reuses finished
+    runs, one with other settings trains fresh runs instead of re-evaluating runs trained otherwise
+    (and the old runs stay beside the new ones, for comparison).
+    """
+    text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+    directory = out / f"steps{settings['steps']}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "settings.json").write_text(text, encoding="utf-8")
+    return directory
 
 
 def pretraining_corpus(plays: Path, reviews: Path, corpus: Path) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +25,11 @@ from torch import Tensor, nn
 from model_foundry.config import load_config
 from model_foundry.config.experiments import find_run
 from model_foundry.errors import UserError
-from model_foundry.inference.loading import load_tokenizer
-from model_foundry.models import BaseLanguageModel
-from model_foundry.tasks import build_task
+from model_foundry.inference.loading import Run, checkpoint_of, rebuild_run
+from model_foundry.tasks import check_choices
 from model_foundry.tasks.base import move_to
-from model_foundry.training.checkpoints import is_checkpoint, recover
 from model_foundry.training.precision import autocast as autocast_for
-from model_foundry.training.run import (absolute_paths, architecture_from_init_checkpoint, build_trainer,
-                                        cache_directory, seed_everything)
+from model_foundry.training.run import build_trainer, cache_directory, resolved_config, seed_everything
 from model_foundry.training.trainer import Trainer
 
 NAMES_SHOWN = 8
@@ -84,13 +81,22 @@ def name_list(names: list[str]) -> str:
     return shown + (f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else "")
 
 
+LossFunction = Callable[[nn.Module, dict[str, Any]], Tensor]
+
+
+def model_loss(model: nn.Module, batch: dict[str, Any]) -> Tensor:
+    return model(**batch).loss
+
+
 def dry_run(model: nn.Module, batch: dict[str, Any], frozen: Iterable[str] = (),
-            autocast: AbstractContextManager | None = None) -> DryRunReport:
+            autocast: AbstractContextManager | None = None, loss_fn: LossFunction = model_loss) -> DryRunReport:
     """Forward and backward `batch` in train mode and check the loss and every parameter's gradient.
 
-    `frozen` names the parameters that must get no gradient (the transfer plan's frozen set);
-    parameters with `requires_grad=False` are expected to get none too. Every other parameter must
-    get a finite gradient. The model's gradients, buffers and train/eval mode are restored after.
+    `loss_fn(model, batch)` is the loss training minimises (a task's `training_loss`; by default
+    the model's own). `frozen` names the parameters that must get no gradient (the transfer plan's
+    frozen set); parameters with `requires_grad=False` are expected to get none too. Every other
+    parameter must get a finite gradient. The model's gradients, buffers and train/eval mode are
+    restored after.
     """
     frozen_names = list(frozen)
     every_name = dict(model.named_parameters(remove_duplicate=False))
@@ -106,18 +112,19 @@ def dry_run(model: nn.Module, batch: dict[str, Any], frozen: Iterable[str] = (),
     try:
         for param in parameters.values():
             param.grad = None
-        loss = forward_and_backward(model, batch, autocast or contextlib.nullcontext())
+        loss = forward_and_backward(model, batch, autocast or contextlib.nullcontext(), loss_fn)
         return inspect_gradients(parameters, frozen_ids, loss)
     finally:
         restore(model, parameters, saved_grads, saved_buffers)
         model.train(was_training)
 
 
-def forward_and_backward(model: nn.Module, batch: dict[str, Any], autocast: AbstractContextManager) -> float:
+def forward_and_backward(model: nn.Module, batch: dict[str, Any], autocast: AbstractContextManager,
+                         loss_fn: LossFunction) -> float:
     """The batch's loss, with its gradients left in the parameters."""
     model.train()
     with autocast:
-        loss = model(**batch).loss
+        loss = loss_fn(model, batch)
     if loss is None:
         raise UserError("dry_run: the model returned no loss; the batch needs `labels` (a training batch "
                         "from the task's collator has them).")
@@ -164,6 +171,7 @@ class Inspection:
     source: str
     device: torch.device
     precision: str
+    loss_fn: LossFunction = model_loss  # the task's training loss
 
     def autocast(self) -> AbstractContextManager:
         """The training run's autocast context (a no-op in fp32)."""
@@ -179,9 +187,8 @@ def load_target(target: str | Path) -> Inspection:
     if path.is_file():
         return inspect_config(path)
     run_dir = find_run(target)
-    checkpoint = trained_checkpoint(run_dir)
-    if checkpoint is not None:
-        return inspect_run(run_dir, checkpoint)
+    if (run_dir / "resolved_config.yaml").is_file() and has_checkpoint(run_dir):
+        return inspect_run(rebuild_run(run_dir))
     for name in ("resolved_config.yaml", "config.yaml"):
         if (run_dir / name).is_file():
             return inspect_config(run_dir / name)
@@ -189,18 +196,19 @@ def load_target(target: str | Path) -> Inspection:
                     "experiment name or a config YAML path.")
 
 
-def trained_checkpoint(run_dir: Path) -> Path | None:
-    for name in ("best", "last"):
-        path = run_dir / "checkpoints" / name
-        recover(path)
-        if is_checkpoint(path):
-            return path
-    return None
+def has_checkpoint(run_dir: Path) -> bool:
+    try:
+        checkpoint_of(run_dir)
+    except UserError:
+        return False
+    return True
 
 
 def inspect_config(path: Path) -> Inspection:
     """The model `foundry train path` would start from, seeded and initialised the same way."""
-    config = architecture_from_init_checkpoint(absolute_paths(load_config(path).config))
+    loaded = load_config(path).config
+    check_choices(loaded)
+    config = resolved_config(loaded)
     seed_everything(config.experiment.seed)
     # A scratch run directory: a tokenizer trained for the occasion is saved there and thrown away.
     with tempfile.TemporaryDirectory() as scratch:
@@ -208,19 +216,12 @@ def inspect_config(path: Path) -> Inspection:
     return step_zero(trainer, f"{path} (fresh weights)")
 
 
-def inspect_run(run_dir: Path, checkpoint: Path) -> Inspection:
+def inspect_run(run: Run) -> Inspection:
     """A trained run's weights with its task, data and transfer settings from resolved_config.yaml."""
-    resolved = run_dir / "resolved_config.yaml"
-    if not resolved.is_file():
-        raise UserError(f"{run_dir} has no resolved_config.yaml, so it is not a Model Foundry run directory.")
-    config = load_config(resolved).config
-    task = build_task(config, load_tokenizer(run_dir))
-    model = BaseLanguageModel.from_pretrained(checkpoint)
-    task.use_trained_model(model)
-    splits = task.build_datasets(cache_directory(config))
+    splits = run.task.build_datasets(cache_directory(run.config))
     # Building the Trainer writes nothing; it gives the same first batch and transfer plan as training.
-    trainer = Trainer(config, model, task, splits, run_dir)
-    return step_zero(trainer, f"{run_dir} ({checkpoint.name} checkpoint)")
+    trainer = Trainer(run.config, run.model, run.task, splits, run.directory)
+    return step_zero(trainer, f"{run.directory} ({run.checkpoint.name} checkpoint)")
 
 
 def step_zero(trainer: Trainer, source: str) -> Inspection:
@@ -236,4 +237,4 @@ def step_zero(trainer: Trainer, source: str) -> Inspection:
     batch.pop("objective", None)
     batch = move_to(batch, trainer.device)
     return Inspection(model=trainer.model, batch=batch, frozen=frozen, source=source, device=trainer.device,
-                      precision=trainer.precision)
+                      precision=trainer.precision, loss_fn=trainer.task.training_loss)

@@ -21,7 +21,7 @@ import yaml
 from model_foundry.config import FoundryConfig, load_config
 from model_foundry.config.loading import parse_overrides
 from model_foundry.errors import UserError
-from model_foundry.reporting.plots import save_figure
+from model_foundry.training.plots import save_figure
 from model_foundry.reporting.runs import format_table
 from model_foundry.tasks import get_task
 from model_foundry.training.run import run_training

@@ -1,12 +1,14 @@
 """What a task is: the piece that turns a backbone and data into a training objective.
 
-A task decides the datasets, the collator, the model (backbone plus head) and the metrics. The
-trainer knows nothing else about it: it feeds batches, minimises `model(**batch).loss`, and asks
-the task to evaluate.
+A task decides the datasets, the collator, the model (backbone plus head), the training loss and
+the metrics. The trainer knows nothing else about it: it feeds batches, minimises
+`task.training_loss(model, batch)` (the model's own loss unless the task reshapes it, e.g. with
+loss modifiers), and asks the task to evaluate. The dry run calls the same function.
 """
 from __future__ import annotations
 
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -19,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from model_foundry.config.schema import FoundryConfig
+from model_foundry.models.heads.loss_modifiers import LossModifierPipeline, create_loss_modifier_pipeline
 
 # Metrics where larger is better; every other metric is minimised when choosing the best checkpoint.
 MAXIMISED_METRICS = {"accuracy", "f1_macro", "f1_micro", "token_accuracy", "entity_f1", "pearson",
@@ -36,12 +39,13 @@ class Task(ABC):
     name: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
     default_best_metric: ClassVar[str] = "loss"
-    # Seed 000's model mode, which decides the loss modifiers that apply (None: none apply).
+    # The kind of output the loss modifiers see, which decides those that apply (None: none apply).
     loss_modifier_mode: ClassVar[str | None] = None
 
     def __init__(self, config: FoundryConfig, tokenizer):
         self.config = config
         self.tokenizer = tokenizer
+        self._loss_modifiers: LossModifierPipeline | None = None
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -62,6 +66,35 @@ class Task(ABC):
 
     def use_trained_model(self, model: nn.Module) -> None:
         """Adopt what a trained model knows about the task (its labels) before evaluating it."""
+
+    def training_loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """The loss training minimises on one batch: the model's own, unless loss modifiers reshape it."""
+        return model(**batch).loss
+
+    def check_loss_settings(self) -> None:
+        """Refuse (or say) before the first step what the loss settings cannot do with this task."""
+        self.loss_modifiers  # noqa: B018 -- building the pipeline checks it and says which modifiers apply
+
+    @property
+    def loss_modifiers(self) -> LossModifierPipeline:
+        """The configured loss modifiers this task's outputs take (said once, when first asked)."""
+        if self._loss_modifiers is None:
+            self._loss_modifiers = self.configured_loss_modifiers()
+        return self._loss_modifiers
+
+    def configured_loss_modifiers(self) -> LossModifierPipeline:
+        pipeline = create_loss_modifier_pipeline(self.config.loss_modifiers.pipeline_settings())
+        if not pipeline:
+            return pipeline
+        if self.loss_modifier_mode is None:
+            print(f"Loss modifiers do not apply to task {self.name!r}; training with its own loss.", file=sys.stderr)
+            return LossModifierPipeline([])
+        kept = pipeline.for_mode(self.loss_modifier_mode)
+        dropped = set(pipeline.get_enabled_modifier_names()) - set(kept.get_enabled_modifier_names())
+        print(f"Loss modifiers: {', '.join(kept.get_enabled_modifier_names()) or 'none'}"
+              + (f" (not for {self.loss_modifier_mode}: {', '.join(sorted(dropped))})" if dropped else "") + ".",
+              file=sys.stderr)
+        return kept
 
     def count_targets(self, batch: dict) -> int:
         """How many targets a batch holds; gradient accumulation weighs micro-batches by it."""

@@ -13,14 +13,18 @@ from abc import abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from model_foundry.config.choices import default_pooler
+from model_foundry.config.experiments import locate_checkpoint
 from model_foundry.data import LabelledCollator, LabelSet, guess_format, resolve_paths
+from model_foundry.data.labelled import length_limit, truncation_warning
 from model_foundry.errors import UserError
+from model_foundry.models import read_checkpoint_config
 from model_foundry.models.registry import create_config
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
 from model_foundry.tasks.base import DatasetSplits, Task
@@ -49,10 +53,8 @@ def backbone_settings(config, tokenizer) -> tuple[str, Any]:
     values = model_cfg.architecture_values()
     preset = model_cfg.preset
     if transfer.init_from_checkpoint:
-        from model_foundry.training.transfer import checkpoint_model_config, resolve_init_checkpoint
-
-        checkpoint = resolve_init_checkpoint(transfer.init_from_checkpoint)
-        meta = checkpoint_model_config(checkpoint)  # a Hugging Face directory (hf:DIR) too
+        checkpoint = locate_checkpoint(transfer.init_from_checkpoint, "transfer.init_from_checkpoint")
+        meta = read_checkpoint_config(checkpoint)  # a Hugging Face directory (hf:DIR) too
         if "architecture" in model_cfg.model_fields_set and model_cfg.architecture != meta["architecture"]:
             raise UserError(f"model.architecture is {model_cfg.architecture!r}, but transfer.init_from_checkpoint "
                             f"({checkpoint}) holds a {meta['architecture']!r} backbone; remove model.architecture "
@@ -82,10 +84,20 @@ def seeded_subset(examples: list, size: int | None, seed: int) -> list:
     return [examples[i] for i in chosen]
 
 
+def held_out_split(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val): a seeded random `fraction` of the examples held out as val, both in their original
+    order. Only an explicit `data.val_fraction` does this for labelled data (it takes labels from training)."""
+    size = max(1, round(len(examples) * fraction))
+    held = set(random.Random(seed).sample(range(len(examples)), size))
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
+
+
 class FinetuningTask(Task):
     """Base of sequence classification, scoring and token classification."""
 
     default_criterion = "cross_entropy"
+    # The columns a user most likely has, which `foundry new finetuning` writes into the template.
+    default_columns: ClassVar[dict[str, str]] = {"text_column": "text", "label_column": "label"}
 
     def __init__(self, config, tokenizer):
         super().__init__(config, tokenizer)
@@ -125,13 +137,11 @@ class FinetuningTask(Task):
 
     @property
     def max_length(self) -> int:
-        block = self.backbone_config.block_size
-        wanted = self.config.tokenizer.max_length
-        return min(wanted, block) if wanted else block
+        return length_limit(self.config.tokenizer.max_length, self.backbone_config.block_size)[0]
 
-    def default_pooler(self) -> str:
-        """SPEC: `last` for causal backbones (only the last token has seen the whole input), `cls` otherwise."""
-        return self.config.task.pooler or ("last" if self.is_causal else "cls")
+    def pooler(self) -> str:
+        """`task.pooler`, else the default for the backbone (`config.choices.default_pooler`)."""
+        return self.config.task.pooler or default_pooler(self.backbone_config.attention_type)
 
     def build_model(self) -> nn.Module:
         return TaskModel(self.architecture, self.backbone_config, self.head_config())
@@ -162,10 +172,17 @@ class FinetuningTask(Task):
         train = self.examples_of("train")
         if self.label_set is None and self.target_range is None:
             self.fit_labels(train)  # on every example, so a subset still knows every label
-        train = seeded_subset(train, self.config.data.max_train_samples, self.config.experiment.seed)
-        splits = {"train": train, "val": self.examples_of("val"), "test": self.examples_of("test")}
-        encoded = {name: EncodedExamples([self.encode(e, SPLIT_KEYS[name]) for e in examples])
-                   if examples else None for name, examples in splits.items()}
+        data, seed = self.config.data, self.config.experiment.seed
+        val = self.examples_of("val")
+        if val is None and "val_fraction" in data.model_fields_set and data.val_fraction > 0:
+            train, val = held_out_split(train, data.val_fraction, seed)
+        train = seeded_subset(train, data.max_train_samples, seed)
+        splits = {"train": train, "val": val, "test": self.examples_of("test")}
+        limit, limit_key = length_limit(self.config.tokenizer.max_length, self.backbone_config.block_size)
+        encoded = {}
+        for name, examples in splits.items():
+            with truncation_warning(SPLIT_KEYS[name], limit, limit_key):
+                encoded[name] = EncodedExamples([self.encode(e, SPLIT_KEYS[name]) for e in examples]) if examples else None
         print(f"Finetuning data: " + ", ".join(f"{name} {len(ds)}" for name, ds in encoded.items() if ds)
               + " examples.", file=sys.stderr)
         return DatasetSplits(encoded["train"], encoded["val"], encoded["test"])

@@ -100,6 +100,24 @@ class HybridTask(LanguageModelingTask):
         shared = self.model_settings()[1].hybrid_design == "shared"
         return HybridCollator(causal, masked, task.causal_ratio if shared else None)
 
+    def training_loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """The model's weighted loss, or with loss modifiers each objective's modified loss against its
+        own targets (the next tokens for the causal view, the masked tokens for the masked one),
+        weighed as the model weighs them."""
+        output = model(**batch)
+        if not self.loss_modifiers:
+            return output.loss
+        losses = {}
+        if output.clm_logits is not None:
+            losses["clm"] = self.loss_modifiers(output.clm_logits, batch["labels"])
+        if output.mlm_logits is not None:
+            targets = batch["mlm_labels"] if "mlm_input_ids" in batch else batch["labels"]
+            losses["mlm"] = self.loss_modifiers(output.mlm_logits, targets)
+        if len(losses) == 1:
+            return next(iter(losses.values()))
+        mlm_weight, clm_weight = self.model_settings()[1].loss_weights
+        return mlm_weight * losses["mlm"] + clm_weight * losses["clm"]
+
     def count_targets(self, batch: dict) -> int:
         """The batch's real tokens, whichever objective it trains.
 

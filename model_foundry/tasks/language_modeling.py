@@ -1,7 +1,7 @@
 """Pretraining objectives: causal LM (predict the next token) and masked LM (BERT's cloze).
 
 Both read a corpus tokenized once into a memory-mapped token file and cut it into packed windows
-of `block_size` tokens, so no compute is spent on padding. The seed-001 `.pt` format (padded rows
+of `block_size` tokens, so no compute is spent on padding. The `.pt` dataset format (padded rows
 with a True = PAD mask) is also accepted: its rows are unpadded on the fly, and the collator pads
 each batch only to its longest real row.
 """
@@ -23,7 +23,6 @@ from model_foundry.errors import UserError
 from model_foundry.models.registry import create_config, get_architecture
 from model_foundry.tasks.base import DatasetSplits, Task, language_model_metrics
 from model_foundry.tasks.registry import register_task
-from model_foundry.training.loss_modifiers import create_loss_modifier_pipeline
 
 
 class LanguageModelingTask(Task):
@@ -40,8 +39,19 @@ class LanguageModelingTask(Task):
             raise UserError(f"model.architecture {model_cfg.architecture!r} trains only with task.type "
                             f"{cls.default_task}, not task.type {self.name}; for another objective use "
                             "model.architecture: bert.")
-        return create_config(model_cfg.architecture, model_cfg.preset, vocab_size=self.tokenizer.vocab_size,
-                             pad_token_id=self.tokenizer.pad_id, **model_cfg.architecture_values())
+        if self.name in ("causal_lm", "masked_lm") and cls.default_task not in ("causal_lm", "masked_lm"):
+            raise UserError(f"task.type {self.name} trains a single-stack language model, but model.architecture "
+                            f"{model_cfg.architecture!r} is not one; leave task.type unset to train its own objective "
+                            f"({cls.default_task}), or choose gpt, bert, lstm, gru or rnn.")
+        cls, settings = create_config(model_cfg.architecture, model_cfg.preset, vocab_size=self.tokenizer.vocab_size,
+                                      pad_token_id=self.tokenizer.pad_id, **model_cfg.architecture_values())
+        if self.name == "causal_lm" and sees_both_directions(settings):
+            raise UserError(f"task.type causal_lm cannot train this {model_cfg.architecture} model: it sees both "
+                            f"directions ({bidirectional_key(settings)}), so every position would see the token it "
+                            "predicts and the loss would fall to nothing without learning. Use task.type: masked_lm, "
+                            "or make the model causal (model.attention_type: causal for transformers, "
+                            "model.bidirectional: false for recurrent models).")
+        return cls, settings
 
     def build_model(self) -> nn.Module:
         cls, settings = self.model_settings()
@@ -93,6 +103,11 @@ class LanguageModelingTask(Task):
         datasets = [load_tensor_file(p) for p in resolve_paths(spec, key)]
         return UnpaddedRows(torch.utils.data.ConcatDataset(datasets), max_length=block, causal=self.causal)
 
+    def training_loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        if not self.loss_modifiers:
+            return model(**batch).loss
+        return self.loss_modifiers(model(**batch).logits, batch["labels"])
+
     def evaluate(self, model: nn.Module, batches: Iterable[dict],
                  autocast: AbstractContextManager) -> dict[str, float]:
         total_loss, total_targets, correct = 0.0, 0, 0
@@ -129,11 +144,12 @@ class MaskedLMTask(LanguageModelingTask):
     causal = False
     metric_names = ("loss", "perplexity", "bits_per_token", "mlm_accuracy")
 
-    def build_model(self) -> nn.Module:
-        model = super().build_model()
-        # Loss modifiers weigh targets by their position in the sequence, so they need every logit.
-        model.score_targets_only = not create_loss_modifier_pipeline(self.config.loss_modifiers.pipeline_settings())
-        return model
+    def training_loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """Masked LM projects only its masked positions to the vocabulary in training; loss modifiers
+        weigh targets by their place in the sequence, so with them every position is projected."""
+        if self.loss_modifiers:
+            return super().training_loss(model, batch)
+        return model(**batch, score_targets_only=True).loss
 
     def collator(self):
         tok = self.tokenizer
@@ -142,8 +158,19 @@ class MaskedLMTask(LanguageModelingTask):
                                 pad_to_multiple_of=self.config.task.pad_to_multiple_of)
 
 
+def sees_both_directions(settings) -> bool:
+    """True for a model whose every position reads the whole sequence (it cannot learn causal LM)."""
+    return getattr(settings, "attention_type", None) == "bidirectional" or bool(getattr(settings, "bidirectional", False))
+
+
+def bidirectional_key(settings) -> str:
+    if getattr(settings, "bidirectional", False):
+        return "model.bidirectional: true"
+    return "model.attention_type: bidirectional"
+
+
 class UnpaddedRows(Dataset):
-    """Rows of a seed-001 `.pt` dataset with their padding removed and capped to `max_length`.
+    """Rows of a `.pt` dataset with their padding removed and capped to `max_length`.
 
     Causal rows become (tokens[:-1], tokens[1:]) pairs; masked rows keep their ids, and the
     collator masks them. The collator then pads a batch to its longest real row only.

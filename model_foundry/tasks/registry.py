@@ -1,7 +1,10 @@
-"""The task registry: `task.type` in a config names one of these."""
+"""The task registry (`task.type` names one of these) and the decisions that depend on it: which
+architecture a run trains and which objective it trains by default."""
 from __future__ import annotations
 
+from model_foundry.config.experiments import locate_checkpoint
 from model_foundry.errors import UserError, did_you_mean
+from model_foundry.models import get_architecture, read_checkpoint_config
 
 TASKS: dict[str, type] = {}
 
@@ -19,8 +22,26 @@ def register_task(name: str):
 
 def get_task(name: str) -> type:
     if name not in TASKS:
-        raise UserError(f"task.type {name!r} is not a known task; {did_you_mean(name, TASKS)}")
+        raise UserError(f"task.type {name!r} is not a known task; {did_you_mean(name, TASKS)} "
+                        f"Registered tasks: {', '.join(sorted(TASKS))}.")
     return TASKS[name]
+
+
+def check_choices(config) -> None:
+    """Refuse an unknown `model.architecture` or `task.type` before anything is written, naming the
+    registered ones (they are registries, so the schema cannot list them)."""
+    get_architecture(config.model.architecture)
+    if config.task.type is not None:
+        get_task(config.task.type)
+
+
+def architecture_of(config) -> str:
+    """The architecture a run trains: the one recorded in `transfer.init_from_checkpoint` when the
+    config does not name one, else `model.architecture`. Every caller asks here."""
+    init = config.transfer.init_from_checkpoint
+    if init and "architecture" not in config.model.model_fields_set:
+        return read_checkpoint_config(locate_checkpoint(init, "transfer.init_from_checkpoint"))["architecture"]
+    return config.model.architecture
 
 
 def build_task(config, tokenizer):
@@ -32,10 +53,12 @@ def build_task(config, tokenizer):
 def default_task(config) -> str:
     """The architecture's natural objective; a model made bidirectional cannot learn causal LM (it would
     see the tokens it predicts), so it defaults to masked LM."""
-    from model_foundry.models import get_architecture
-
-    name = get_architecture(config.model.architecture).default_task
+    name = get_architecture(architecture_of(config)).default_task
     values = config.model.architecture_values()
     if name == "causal_lm" and (values.get("bidirectional") or values.get("attention_type") == "bidirectional"):
         return "masked_lm"
     return name
+
+
+__all__ = ["TASKS", "architecture_of", "build_task", "check_choices", "default_task", "get_task",
+           "register_task"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from model_foundry.data import SequenceExample, encode_sequence, load_tensor_file, read_sequence_examples
-from model_foundry.data.labelled import LabelSet
+from model_foundry.data.labelled import LabelSet, note_encoded
 from model_foundry.errors import UserError
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
 from model_foundry.tasks.finetuning import FinetuningTask
@@ -22,7 +22,7 @@ from model_foundry.tasks.registry import register_task
 
 @dataclass
 class TokenizedExample:
-    """A row of a seed-001 `.pt` file: token ids already made by the run's tokenizer, and a label."""
+    """A row of a `.pt` dataset: token ids already made by the run's tokenizer, and a label."""
 
     input_ids: list[int]
     label: str | None
@@ -62,6 +62,7 @@ class SequenceTask(FinetuningTask):
     def encode(self, example: SequenceExample | TokenizedExample, split_key: str | None) -> dict:
         if isinstance(example, TokenizedExample):
             item = {"input_ids": example.input_ids[:self.max_length]}
+            note_encoded(cut=len(example.input_ids) > self.max_length)
         else:
             item = encode_sequence(self.tokenizer, example.text, example.pair, self.max_length)
         if not self.uses_token_types:
@@ -76,7 +77,7 @@ class SequenceTask(FinetuningTask):
 
     def head_settings(self) -> dict:
         task = self.config.task
-        return {"pooler": self.default_pooler(), "head": task.head, "head_dropout": task.head_dropout,
+        return {"pooler": self.pooler(), "head": task.head, "head_dropout": task.head_dropout,
                 "criterion": self.criterion(), "label_smoothing": task.label_smoothing,
                 "class_weights": task.class_weights, "bitempered_t1": task.bitempered_t1,
                 "bitempered_t2": task.bitempered_t2}
@@ -153,7 +154,7 @@ class SequenceClassificationTask(SequenceTask):
 
 @register_task("sequence_scoring")
 class SequenceScoringTask(SequenceTask):
-    """One number per text: seed 000's scorer (sigmoid, MSE against targets in [0, 1]) or plain regression.
+    """One number per text: a bounded scorer (sigmoid, MSE against targets in [0, 1]) or plain regression.
 
     With `normalize_targets` the training targets' [min, max] is mapped to [0, 1] and recorded in
     the checkpoint, so predictions and metrics come back in the original scale.
@@ -161,6 +162,7 @@ class SequenceScoringTask(SequenceTask):
 
     metric_names = ("loss", "mse", "mae", "pearson", "spearman")
     default_best_metric = "pearson"
+    default_columns = {"text_column": "text", "label_column": "score"}
     default_criterion = "mse"
 
     def target_of(self, example: SequenceExample) -> float:

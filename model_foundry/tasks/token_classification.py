@@ -6,12 +6,16 @@ prediction time the first sub-token's class becomes the word's tag.
 """
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from model_foundry.data import TokenExample, encode_words, read_token_examples
 from model_foundry.data.labelled import LabelSet
+from model_foundry.errors import UserError
+from model_foundry.models.heads.loss_modifiers import LossModifierPipeline
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
 from model_foundry.tasks.finetuning import FinetuningTask
 from model_foundry.tasks.metrics import token_metrics
@@ -24,7 +28,30 @@ IGNORE_INDEX = -100
 class TokenClassificationTask(FinetuningTask):
     metric_names = ("loss", "token_accuracy", "f1_macro", "entity_f1")
     default_best_metric = "token_accuracy"
+    default_columns = {"text_column": "tokens", "label_column": "upos"}
     loss_modifier_mode = "token_classifier"
+
+    def training_loss(self, model: TaskModel, batch: dict) -> torch.Tensor:
+        """The criterion's loss; loss modifiers reweigh the criterion's own per-word losses, so class
+        weights and the bi-tempered loss stay in force."""
+        if not self.loss_modifiers:
+            return model(**batch).loss
+        logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
+        losses, weights = self.criterion_module.to(logits.device).token_losses(logits, batch["labels"])
+        return self.loss_modifiers(logits, batch["labels"], losses, weights)
+
+    def configured_loss_modifiers(self) -> LossModifierPipeline:
+        pipeline = super().configured_loss_modifiers()
+        if pipeline and self.criterion() != "cross_entropy" and "target_smoothing" in pipeline.get_enabled_modifier_names():
+            raise UserError(f"loss_modifiers.target_smoothing_enabled smooths a cross-entropy, but task.criterion is "
+                            f"{self.criterion()!r}; use task.label_smoothing for its own smoothing, or set "
+                            "task.criterion: cross_entropy.")
+        return pipeline
+
+    @cached_property
+    def criterion_module(self) -> nn.Module:
+        """The model's criterion, built from the same settings (its per-word losses feed the modifiers)."""
+        return self.head_config().make_criterion()
 
     def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list[TokenExample]:
         data = self.config.data
@@ -66,7 +93,7 @@ class TokenClassificationTask(FinetuningTask):
 
     def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device,
                 threshold: float = 0.5) -> list[dict]:
-        """`tokens` and `tags` per example; a word cut off by max_length gets the tag None."""
+        """`tokens` and `tags` per example (`predict_run` splits long inputs so that every word fits)."""
         names = self.label_set.labels
         rows = []
         for chunk, batch, collated in self.batches_of(examples, batch_size, device):

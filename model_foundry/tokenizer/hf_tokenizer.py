@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from model_foundry.errors import UserError
+from model_foundry.optional_dependencies import remote_code_kwargs, require_transformers
 
 CONFIG_FILE = "tokenizer_config.json"
 
@@ -54,8 +55,6 @@ class HFTokenizer:
     @classmethod
     def load(cls, name_or_path: str | Path, trust_remote_code: bool = False) -> HFTokenizer:
         """The tokenizer of a Hugging Face model directory (or hub name, when online)."""
-        from model_foundry.models.hf_backbone import remote_code_kwargs, require_transformers
-
         transformers = require_transformers()
         try:
             hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from model_foundry.errors import UserError, closest
 
-TOKENIZER_TYPES = ("char", "wordpiece", "bpe", "unigram")
+from model_foundry.config.choices import TOKENIZER_TYPES  # noqa: F401  (re-exported: the tokenizer kinds)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ What decoding gives back:
 - unigram: the input text, except that a leading space is dropped (SentencePiece's word-start
   marker cannot tell it apart from the marker it adds itself) and unseen characters become `<unk>`.
 - wordpiece: the words and punctuation, with whitespace normalised to single spaces (BERT-style).
+With `lowercase`, each kind gives back `text.lower()` in the same way: only cased letters change,
+accents and combining marks (Hindi vowel signs, Vietnamese tone marks) are kept.
 
 Char and bpe training is deterministic. The wordpiece and unigram trainers of `tokenizers` break
 ties in hash-map order (huggingface/tokenizers#1794), so retraining on the same text may change a
@@ -17,6 +19,7 @@ few rare pieces; that is why a run keeps the tokenizer.json it was trained with.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,26 +30,35 @@ from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normaliz
 from model_foundry.errors import UserError
 from model_foundry.tokenizer.foundry_tokenizer import FoundryTokenizer
 from model_foundry.tokenizer.kinds import SPECIALS_BY_KIND, SpecialTokens, check_kind
+from model_foundry.tokenizer.utf8 import check_utf8
 
 BYTE_ALPHABET_SIZE = 256
+DEFAULT_MIN_FREQUENCY = 2
+# Kinds whose trainer has no use for min_frequency, and why; a value other than the default is
+# reported rather than silently dropped.
+MIN_FREQUENCY_UNUSED = {
+    "char": "it keeps every character it sees (only vocab_size caps it)",
+    "unigram": "it prunes pieces by likelihood, not by count, and keeps every character it sees",
+}
 
 Builder = Callable[[int, int, bool, list[AddedToken]], tuple[Tokenizer, trainers.Trainer]]
 
 
 def train_tokenizer(kind: str, vocab_size: int, files: list[Path | str] | Path | str | None = None,
-                    texts: Iterable[str] | None = None, *, min_frequency: int = 2,
+                    texts: Iterable[str] | None = None, *, min_frequency: int = DEFAULT_MIN_FREQUENCY,
                     lowercase: bool = False, show_progress: bool = False) -> FoundryTokenizer:
     """Train a `kind` tokenizer of at most `vocab_size` tokens (special tokens included).
 
     Give exactly one of `files` (text files) or `texts` (any iterable, a generator is streamed).
-    `min_frequency` is the fewest occurrences a wordpiece or bpe merge needs; char keeps every
-    character it sees and unigram prunes by likelihood instead, so both ignore it.
+    `min_frequency` is the fewest occurrences a wordpiece or bpe merge needs; single characters are
+    always kept whatever it is. Char and unigram have no use for it and say so on stderr.
     """
     check_kind(kind)
     if (files is None) == (texts is None):
         raise UserError("train_tokenizer needs exactly one source of text: files=[...] or texts=...")
     paths = checked_paths(files) if files is not None else None
     check_vocab_size(kind, vocab_size)
+    warn_if_min_frequency_unused(kind, min_frequency)
     specials = SPECIALS_BY_KIND[kind]
     backend, trainer = BUILDERS[kind](vocab_size, min_frequency, lowercase, special_added_tokens(specials))
     trainer.show_progress = show_progress
@@ -64,7 +76,7 @@ def train_tokenizer(kind: str, vocab_size: int, files: list[Path | str] | Path |
 
 
 def checked_paths(files: list[Path | str] | Path | str) -> list[Path]:
-    """The training files as paths, each an existing non-empty file (a lone path is accepted too)."""
+    """The training files as paths, each an existing UTF-8 file, not all empty (a lone path is accepted too)."""
     paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
     if not paths:
         raise UserError("No training files were given for the tokenizer; pass at least one text file.")
@@ -77,6 +89,8 @@ def checked_paths(files: list[Path | str] | Path | str) -> list[Path]:
                             "not directories.")
     if all(path.stat().st_size == 0 for path in paths):
         raise UserError(f"The tokenizer training files are all empty: {', '.join(map(str, paths))}.")
+    for path in paths:
+        check_utf8(path)
     return paths
 
 
@@ -90,6 +104,14 @@ def check_vocab_size(kind: str, vocab_size: int) -> None:
     if vocab_size < needed:
         raise UserError(f"tokenizer.vocab_size (--vocab-size) {vocab_size} is too small for a {kind} tokenizer: "
                         f"it needs at least {needed} ({why}).")
+
+
+def warn_if_min_frequency_unused(kind: str, min_frequency: int) -> None:
+    """One stderr line when a min_frequency was set for a kind that cannot honour it, so the
+    setting is not silently dropped (the default stays quiet: nobody asked for it)."""
+    if kind in MIN_FREQUENCY_UNUSED and min_frequency != DEFAULT_MIN_FREQUENCY:
+        print(f"warning: tokenizer.min_frequency ({min_frequency}) has no effect on a {kind} tokenizer: "
+              f"{MIN_FREQUENCY_UNUSED[kind]}.", file=sys.stderr)
 
 
 @contextmanager
@@ -135,9 +157,16 @@ def model_input_template(backend: Tokenizer, specials: SpecialTokens) -> process
         special_tokens=[(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))])
 
 
-def lowercase_if(backend: Tokenizer, lowercase: bool) -> None:
-    if lowercase:
-        backend.normalizer = normalizers.Lowercase()
+def set_normalizer(backend: Tokenizer, lowercase: bool, *steps: normalizers.Normalizer) -> None:
+    """Install the kind's own normalizer `steps`, then `Lowercase()` when asked.
+
+    `Lowercase()` changes cased letters only. Nothing here decomposes (NFD/NFKD) or strips accents,
+    so combining marks survive: BERT's uncased normalizer would turn Hindi "मैं हिंदी में" into
+    "म हिदी म" and "Đà Nẵng" into "đa nang".
+    """
+    chain = [*steps, normalizers.Lowercase()] if lowercase else list(steps)
+    if chain:
+        backend.normalizer = chain[0] if len(chain) == 1 else normalizers.Sequence(chain)
 
 
 def build_char(vocab_size: int, min_frequency: int, lowercase: bool,
@@ -149,7 +178,7 @@ def build_char(vocab_size: int, min_frequency: int, lowercase: bool,
     spaces and newlines survive a round trip. Every character counts, however rare.
     """
     backend = Tokenizer(models.WordLevel(unk_token=specials[1].content))
-    lowercase_if(backend, lowercase)
+    set_normalizer(backend, lowercase)
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     backend.decoder = decoders.Fuse()
     trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=specials)
@@ -158,10 +187,15 @@ def build_char(vocab_size: int, min_frequency: int, lowercase: bool,
 
 def build_wordpiece(vocab_size: int, min_frequency: int, lowercase: bool,
                     specials: list[AddedToken]) -> tuple[Tokenizer, trainers.Trainer]:
-    """BERT's tokenizer: split on whitespace and punctuation, word pieces continued with `##`."""
+    """BERT's tokenizer: split on whitespace and punctuation, word pieces continued with `##`.
+
+    BERT's normalizer only spaces out CJK ideographs here (each becomes a word). Its text cleaning
+    is off because it deletes format characters such as the zero-width non-joiner of Persian and
+    Hindi, and its accent stripping is off (see `set_normalizer`).
+    """
     backend = Tokenizer(models.WordPiece(unk_token=specials[1].content, continuing_subword_prefix="##"))
-    # Lowercasing also strips accents here, as BERT's uncased models do.
-    backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    set_normalizer(backend, lowercase, normalizers.BertNormalizer(
+        clean_text=False, handle_chinese_chars=True, strip_accents=False, lowercase=False))
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
@@ -174,7 +208,7 @@ def build_bpe(vocab_size: int, min_frequency: int, lowercase: bool,
     """GPT-2's byte-level BPE. All 256 byte tokens are in the vocabulary from the start, so any
     text encodes without `<unk>` and decodes back exactly; no prefix space is added, for the same reason."""
     backend = Tokenizer(models.BPE(unk_token=specials[1].content))
-    lowercase_if(backend, lowercase)
+    set_normalizer(backend, lowercase)
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
@@ -187,7 +221,7 @@ def build_unigram(vocab_size: int, min_frequency: int, lowercase: bool,
     """SentencePiece's unigram model: spaces become `▁` word-start marks, kept inside the pieces.
     No NFKC normalisation, so text made of seen characters decodes back as it was."""
     backend = Tokenizer(models.Unigram())
-    lowercase_if(backend, lowercase)
+    set_normalizer(backend, lowercase)
     backend.pre_tokenizer = pre_tokenizers.Metaspace()
     backend.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,

@@ -4,7 +4,8 @@ A checkpoint is a directory: `model.safetensors` + `model_config.json` (the mode
 `save_pretrained`) and `trainer_state.pt` (optimizer, scaler, schedule, counters, data position,
 RNG states), which holds only tensors and plain Python values so `torch.load(weights_only=True)`
 reads it. Saving writes a hidden sibling directory first, then swaps it in with two renames; if a
-kill lands between the renames, `recover` puts the previous checkpoint back.
+kill lands between the renames, `recover` puts the previous checkpoint back. Which checkpoint a
+run, an experiment name or a path means is decided in one place: `locate_checkpoint`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_foundry.config.experiments import is_checkpoint, locate_checkpoint, recover
 from model_foundry.errors import UserError
 
 STATE_FILE = "trainer_state.pt"
@@ -47,42 +49,12 @@ def swap_in(staging: Path, directory: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def recover(directory: Path) -> None:
-    """Undo a swap that a kill interrupted between its two renames."""
-    previous = directory.parent / f".{directory.name}.old"
-    if not directory.exists() and previous.is_dir():
-        os.rename(previous, directory)
-
-
 def fsync_directory(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def is_checkpoint(directory: Path) -> bool:
-    return (directory / "model.safetensors").is_file() and (directory / "model_config.json").is_file()
-
-
-def first_checkpoint(candidates: list[Path]) -> Path | None:
-    """The first of `candidates` that is a complete checkpoint (after undoing an interrupted swap)."""
-    for option in candidates:
-        recover(option)
-        if is_checkpoint(option):
-            return option
-    return None
-
-
-def resolve_checkpoint(path: str | Path, key: str) -> Path:
-    """A checkpoint directory from a checkpoint path or a run directory (whose `checkpoints/last` is used)."""
-    candidate = Path(path)
-    found = first_checkpoint([candidate, candidate / "checkpoints" / "last", candidate / "last"])
-    if found is not None:
-        return found
-    raise UserError(f"{key} = {str(path)!r}: no checkpoint there (expected a directory holding "
-                    "model.safetensors and model_config.json, or a run directory with checkpoints/last).")
 
 
 def load_trainer_state(directory: Path) -> dict:

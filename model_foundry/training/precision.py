@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 
@@ -28,15 +29,42 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """bf16 runs natively on NVIDIA GPUs of compute capability 8.0 (Ampere) and newer, and on ROCm.
+
+    `torch.cuda.is_bf16_supported()` also says yes where bf16 is only emulated (a T4, a V100), which is
+    slower than fp16; this asks about native support only.
+    """
+    if torch.version.hip:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= 8
+
+
+_announced: set[str] = set()
+
+
+def announce_once(message: str) -> None:
+    """Print a note on stderr the first time it comes up in this process (trainer and evaluation both ask)."""
+    if message not in _announced:
+        _announced.add(message)
+        print(message, file=sys.stderr)
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto`: bf16 on GPUs and CPUs that support it natively, fp32 elsewhere."""
+    """`auto`: bf16 where the hardware runs it natively (GPUs since Ampere, CPUs with AVX512-BF16 or AMX),
+    fp16 with loss scaling on older CUDA GPUs, fp32 elsewhere (other CPUs, Apple's MPS)."""
     if name != "auto":
         if name == "fp16" and device.type == "cpu":
             raise UserError("training.precision fp16 needs a GPU (CPU autocast supports bf16); "
                             "use precision: bf16 or auto.")
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if cuda_has_native_bf16(device):
+            return "bf16"
+        announce_once(f"training.precision auto: {torch.cuda.get_device_name(device)} has no native bf16, so "
+                      "training runs in fp16 with loss scaling (set precision: fp32 to avoid fp16).")
+        return "fp16"
     if device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"

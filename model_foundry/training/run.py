@@ -14,16 +14,19 @@ import numpy as np
 import torch
 
 from model_foundry.config import FoundryConfig, load_config
-from model_foundry.config.experiments import run_directory
+from model_foundry.config.experiments import locate_checkpoint, run_directory
 from model_foundry.config.loading import save_yaml
 from model_foundry.errors import UserError
-from model_foundry.tasks import build_task
+from model_foundry.models.lora import apply_lora
+from model_foundry.tasks import build_task, check_choices
+from model_foundry.tasks.registry import architecture_of
 from model_foundry.tokenizer import FoundryTokenizer, HFTokenizer, load_any_tokenizer, train_tokenizer
 from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.results import write_results, write_run_info
-from model_foundry.training.trainer import Trainer
-from model_foundry.training.transfer import load_backbone_weights, reinit_last_layers, resolve_init_checkpoint
+from model_foundry.training.trainer import Trainer, warn
+from model_foundry.training.plots import plot_runs
+from model_foundry.training.transfer import load_backbone_weights, reinit_last_layers
 from model_foundry.training.weights import load_weights
 
 
@@ -41,8 +44,9 @@ def run_training(config_or_path: str | Path | dict | FoundryConfig,
     if mode is not None:
         override_map = add_override(override_map, "experiment.kind", mode)
     loaded = load_config(config_or_path, override_map)
+    check_choices(loaded.config)
     run_dir = run_directory(loaded.config, out)
-    config = architecture_from_init_checkpoint(absolute_paths(loaded.config))
+    config = resolved_config(loaded.config)
     prepare_run_directory(run_dir, config, loaded.path)
     run_info = write_run_info(run_dir, config, started=True)
     seed_everything(config.experiment.seed)
@@ -70,23 +74,18 @@ def run_training(config_or_path: str | Path | dict | FoundryConfig,
 
 def build_trainer(config: FoundryConfig, run_dir: Path) -> Trainer:
     """Tokenizer, task, model and data for a run, with its checkpoint restored when resuming."""
-    tokenizer = obtain_tokenizer(config, run_dir)
+    tokenizer = choose_tokenizer(config, run_dir)
     task = build_task(config, tokenizer)
     splits = task.build_datasets(cache_directory(config))
     model = task.build_model()
     start_from = checkpoint_to_start_from(config, run_dir)
-    if not config.transfer.load_weights and not config.transfer.init_from_checkpoint:
-        print("transfer.load_weights: false has no effect without transfer.init_from_checkpoint (the model "
-              "starts from random weights anyway).", file=sys.stderr)
+    warn_ineffective_start_keys(config)
     if (config.transfer.init_from_checkpoint and config.transfer.load_weights
             and (start_from is None or not start_from.full_state)):
-        load_backbone_weights(model, resolve_init_checkpoint(config.transfer.init_from_checkpoint),
-                              strict=config.transfer.strict)
+        load_backbone_weights(model, init_checkpoint(config), strict=config.transfer.strict)
     if config.transfer.reinit_n_layers:
         reinit_last_layers(model, config.transfer.reinit_n_layers)
     if config.lora.enabled:  # before resuming: a LoRA checkpoint holds the adapted model's weights
-        from model_foundry.training.lora import apply_lora
-
         model = apply_lora(model, config.lora)
     if start_from is not None:
         load_weights(model, start_from.path, strict=config.training.strict)
@@ -95,6 +94,24 @@ def build_trainer(config: FoundryConfig, run_dir: Path) -> Trainer:
         trainer.load_state_dict(ckpt.load_trainer_state(start_from.path))
         print(f"Resuming at step {trainer.counters.step} from {start_from.path}.", file=sys.stderr)
     return trainer
+
+
+def warn_ineffective_start_keys(config: FoundryConfig) -> None:
+    """One warning line for each set key that has nothing to act on in this run."""
+    training, transfer = config.training, config.transfer
+    if config.model.dtype is not None and config.model.architecture != "hf":
+        warn(f"model.dtype has no effect on architecture {config.model.architecture!r} (it loads Hugging Face "
+             "models in that dtype); its weights stay float32, and training.precision sets mixed precision.")
+    if not transfer.load_weights and not transfer.init_from_checkpoint:
+        warn("transfer.load_weights: false has no effect without transfer.init_from_checkpoint (the model "
+             "starts from random weights anyway).")
+    if not transfer.strict and not transfer.init_from_checkpoint:
+        warn("transfer.strict: false has no effect without transfer.init_from_checkpoint.")
+    if training.resume_from is None:
+        for key, value, default in (("load_only_model_state", training.load_only_model_state, False),
+                                    ("strict", training.strict, True)):
+            if value != default:
+                warn(f"training.{key}: {str(value).lower()} has no effect without training.resume_from.")
 
 
 def add_override(overrides: dict | list, key: str, value: str) -> dict | list:
@@ -125,15 +142,17 @@ def absolute_paths(config: FoundryConfig) -> FoundryConfig:
     return config
 
 
-def architecture_from_init_checkpoint(config: FoundryConfig) -> FoundryConfig:
-    """Fill `model.architecture` from `transfer.init_from_checkpoint` when the config leaves it unset,
-    so the resolved config names the backbone the run really has."""
-    init = config.transfer.init_from_checkpoint
-    if init and "architecture" not in config.model.model_fields_set:
-        from model_foundry.training.transfer import checkpoint_model_config
+def resolved_config(config: FoundryConfig) -> FoundryConfig:
+    """What `resolved_config.yaml` records: the user's config with absolute paths and the architecture
+    the run really trains (`architecture_of`), as a new object."""
+    absolute = absolute_paths(config)
+    model = absolute.model.model_copy(update={"architecture": architecture_of(absolute)})
+    model.model_fields_set.add("architecture")
+    return absolute.model_copy(update={"model": model})
 
-        config.model.architecture = checkpoint_model_config(resolve_init_checkpoint(init))["architecture"]
-    return config
+
+def init_checkpoint(config: FoundryConfig) -> Path:
+    return locate_checkpoint(config.transfer.init_from_checkpoint, "transfer.init_from_checkpoint")
 
 
 def prepare_run_directory(run_dir: Path, config: FoundryConfig, config_path: Path | None) -> None:
@@ -158,39 +177,50 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def obtain_tokenizer(config: FoundryConfig, run_dir: Path) -> FoundryTokenizer:
-    """The run's tokenizer: the one configured, the one a resumed run already has, or a new one.
+def choose_tokenizer(config: FoundryConfig, run_dir: Path) -> FoundryTokenizer:
+    """The run's tokenizer, saved into `run_dir/tokenizer` for eval, predict and export. The first that applies:
 
-    A new tokenizer is trained on the training files and saved in the run directory.
+    1. `model.architecture: hf`: the Hugging Face model's own tokenizer;
+    2. `tokenizer.path`: that tokenizer, always (an explicit choice wins);
+    3. resuming this run (`training.resume`): the tokenizer the run already has;
+    4. `transfer.init_from_checkpoint`: the tokenizer of the run the backbone comes from;
+    5. `training.resume_from`: the tokenizer of the run that checkpoint comes from;
+    6. otherwise a new `tokenizer.type` tokenizer trained on `data.train.path`.
+
+    A run directory's old tokenizer is used only to resume (3): a fresh run in it gets a new one,
+    so an edited `tokenizer.type` takes effect.
     """
     own = run_dir / "tokenizer"
-    tok_cfg = config.tokenizer
-    if config.model.architecture == "hf" and not (own / "tokenizer.json").is_file():  # the model's own vocabulary
-        tokenizer = HFTokenizer.load(config.model.hf_name_or_path, config.model.trust_remote_code)
-    elif tok_cfg.path is not None and not config.transfer.init_from_checkpoint:
-        tokenizer = load_any_tokenizer(tok_cfg.path)
-    elif (own / "tokenizer.json").is_file():
-        tokenizer = load_any_tokenizer(own)
-    elif config.transfer.init_from_checkpoint and (source := source_run_tokenizer(
-            resolve_init_checkpoint(config.transfer.init_from_checkpoint))):
-        tokenizer = load_any_tokenizer(source)
-    elif tok_cfg.path is not None:
-        tokenizer = load_any_tokenizer(tok_cfg.path)
-    elif config.training.resume_from and (source := source_run_tokenizer(
-            ckpt.resolve_checkpoint(config.training.resume_from, "training.resume_from"))):
-        tokenizer = load_any_tokenizer(source)
-    else:
-        tokenizer = train_new_tokenizer(config)
-    if not (own / "tokenizer.json").is_file():
-        tokenizer.save(own)
+    tokenizer = (configured_tokenizer(config, own) or source_run_tokenizer(config)
+                 or train_new_tokenizer(config))
+    tokenizer.save(own)
     return tokenizer
 
 
-def source_run_tokenizer(checkpoint: Path) -> Path | None:
-    """The tokenizer of the run a checkpoint belongs to, so the vocabulary matches."""
+def configured_tokenizer(config: FoundryConfig, own: Path) -> FoundryTokenizer | None:
+    """Rules 1-3 of `choose_tokenizer`."""
+    if config.model.architecture == "hf":
+        if (own / "tokenizer.json").is_file() and config.training.resume:
+            return load_any_tokenizer(own)
+        return HFTokenizer.load(config.model.hf_name_or_path, config.model.trust_remote_code)
+    if config.tokenizer.path is not None:
+        return load_any_tokenizer(config.tokenizer.path)
+    if config.training.resume and (own / "tokenizer.json").is_file():
+        return load_any_tokenizer(own)
+    return None
+
+
+def source_run_tokenizer(config: FoundryConfig) -> FoundryTokenizer | None:
+    """Rules 4-5 of `choose_tokenizer`: the tokenizer beside the checkpoint a run starts from."""
+    if config.transfer.init_from_checkpoint:
+        checkpoint = init_checkpoint(config)
+    elif config.training.resume_from:
+        checkpoint = locate_checkpoint(config.training.resume_from, "training.resume_from", prefer=("last",))
+    else:
+        return None
     for candidate in (checkpoint.parent.parent / "tokenizer", checkpoint.parent / "tokenizer"):
         if (candidate / "tokenizer.json").is_file():
-            return candidate
+            return load_any_tokenizer(candidate)
     return None
 
 
@@ -236,15 +266,13 @@ def checkpoint_to_start_from(config: FoundryConfig, run_dir: Path) -> StartPoint
             return StartPoint(last, full_state=True)
         print(f"training.resume is true but {last} does not exist yet: starting fresh.", file=sys.stderr)
     if training.resume_from:
-        source = ckpt.resolve_checkpoint(training.resume_from, "training.resume_from")
+        source = locate_checkpoint(training.resume_from, "training.resume_from", prefer=("last",))
         return StartPoint(source, full_state=not training.load_only_model_state)
     return None
 
 
 def plot_run_quietly(run_dir: Path) -> None:
     """Curves for the run; a plotting problem must not fail a finished training run."""
-    from model_foundry.reporting.plots import plot_runs
-
     try:
         plot_runs([run_dir], run_dir / "plots" / "loss.png")
     except Exception as exc:  # plotting is a convenience; the run's results are already written

@@ -1,4 +1,4 @@
-"""Learning-rate schedules.
+"""Learning-rate schedules, and the one unfreezing rule.
 
 Every schedule gives a base rate per step, and `apply` writes `base rate x group lr_scale` into
 each parameter group, so the per-group ratios (head vs backbone, layer-wise decay, the drop at
@@ -6,36 +6,61 @@ unfreezing) survive every schedule. Step-based schedules are pure functions of t
 plateau schedule also depends on the validation losses it has seen, and its state is saved with
 every checkpoint, so a resumed run gets exactly the rates the uninterrupted run had.
 
-`training.lr_schedule` values: cosine, linear (decay to min_lr after warmup), constant,
-warmup_only (seed 000's WarmupOnlyScheduler: warmup, then constant), transfer (seed 000's
-TransferLearningScheduler: warmup, then constant; the head multiplier, the frozen phase and the
-drop at unfreezing come from the `transfer` section), plateau (seed 000's AdaptiveScheduler:
-reduce on plateau of the validation loss).
+`training.lr_schedule` values (each with linear warmup first, when warmup is set):
+- `cosine`: cosine decay from the peak to `min_lr` over the rest of the run;
+- `linear`: linear decay from the peak to `min_lr` over the rest of the run;
+- `constant`: the peak for the rest of the run. `warmup_only` and `transfer` are aliases of it,
+  kept because they are the names of the nanoGPT-compatible API's `WarmupOnlyScheduler` and
+  `TransferLearningScheduler`: per-part rates, freezing and the drop at unfreezing come from the
+  `transfer` section under every schedule, so a schedule of their own would have nothing to add;
+- `plateau`: the peak, multiplied by `plateau_factor` after `plateau_patience` evaluations without
+  a better validation loss, never below `min_lr`.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
-SCHEDULES = ("cosine", "linear", "constant", "warmup_only", "transfer", "plateau")
-FLAT_AFTER_WARMUP = ("constant", "warmup_only", "transfer")
+from model_foundry.config.schema import TrainingSection, TransferSection
+
+SCHEDULES = ("cosine", "linear", "constant", "plateau")
+# Other spellings `training.lr_schedule` accepts, and the schedule each one names.
+SCHEDULE_ALIASES = {"warmup_only": "constant", "transfer": "constant"}
+# Written once, in the config schema (which says why 0.1); the nanoGPT-compatible API and
+# TransferLearningScheduler take the same default.
+DEFAULT_UNFREEZE_LR_MULTIPLIER: float = TransferSection.model_fields["unfreeze_lr_multiplier"].default
+
+
+def canonical_schedule(kind: str) -> str:
+    """The schedule a `training.lr_schedule` spelling names (an alias gives the schedule it stands for)."""
+    name = SCHEDULE_ALIASES.get(kind, kind)
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {kind!r}; choose from {', '.join((*SCHEDULES, *SCHEDULE_ALIASES))}")
+    return name
 
 
 @dataclass(frozen=True)
 class LRSchedule:
+    """A step-based schedule (`cosine`, `linear`, `constant` or an alias of it): a pure function of the step."""
+
     kind: str
     peak_lr: float
     min_lr: float
     warmup_steps: int
     total_steps: int
 
+    def __post_init__(self) -> None:
+        """Store the schedule an alias names, so an alias can never drift from the schedule it stands for."""
+        object.__setattr__(self, "kind", canonical_schedule(self.kind))
+
     def lr_at(self, step: int) -> float:
         """The base rate for optimizer step `step` (0-based)."""
         if self.warmup_steps and step < self.warmup_steps:
             return self.peak_lr * (step + 1) / self.warmup_steps
-        if self.kind in FLAT_AFTER_WARMUP:
+        if self.kind == "constant":
             return self.peak_lr
         decay_steps = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / decay_steps)
@@ -67,8 +92,9 @@ def set_group_rates(optimizer: torch.optim.Optimizer, base: float) -> float:
 
 
 class AdaptiveScheduler:
-    """Reduce on plateau (seed 000): after `patience` evaluations without a new best validation
-    loss, multiply the rate by `factor`, never below `min_lr`. Linear warmup first, if asked."""
+    """Reduce on plateau (`lr_schedule: plateau`, and the nanoGPT-compatible API's class): after
+    `patience` evaluations without a new best validation loss, multiply the rate by `factor`, never
+    below `min_lr`. Linear warmup first, if asked."""
 
     def __init__(self, initial_lr: float, patience: int = 3, factor: float = 0.5, min_lr: float = 1e-6,
                  warmup_steps: int = 0):
@@ -108,35 +134,83 @@ class AdaptiveScheduler:
         self.evals_without_improvement = state["evals_without_improvement"]
 
 
+@dataclass(frozen=True)
+class Unfreezing:
+    """The one unfreezing rule, used by the `transfer` config section (through `TransferPlan`), the
+    nanoGPT-compatible API (`GPT.maybe_unfreeze`) and `TransferLearningScheduler`, so the three cannot
+    disagree on when frozen weights start training or on the rate they get.
+
+    Weights frozen at the start train from optimizer step `step` on (never, when `step` is None);
+    from then on the optimizer groups holding them run at `lr_multiplier` times their rate. Their
+    Adam state starts fresh at that step, which is why the default drop is below 1 (the schema says
+    more). A config or a facade that gives an unfreeze step without saying what to freeze freezes
+    the whole backbone until then (`freezes_whole_backbone`).
+    """
+
+    step: int | None = None
+    lr_multiplier: float = DEFAULT_UNFREEZE_LR_MULTIPLIER
+
+    def is_frozen(self, step: int) -> bool:
+        return self.step is None or step < self.step
+
+    def happens_at(self, step: int) -> bool:
+        return self.step is not None and step == self.step
+
+    def drop_rates(self, groups: Iterable[dict]) -> None:
+        """Multiply the rate of the optimizer groups whose weights unfreeze now: `lr` for a loop that
+        keeps the optimizer's rates, `lr_scale` for our schedules (which rewrite `lr` every step)."""
+        for group in groups:
+            group["lr"] *= self.lr_multiplier
+            group["lr_scale"] = group.get("lr_scale", 1.0) * self.lr_multiplier
+
+
+def freezes_whole_backbone(freeze_transformer: bool, partial: bool, unfreeze_step_given: bool) -> bool:
+    """Whether the whole backbone starts frozen: when asked, or when an unfreeze point is given and
+    nothing else is frozen (`partial`: some blocks or the embeddings), since unfreezing nothing
+    would silently do nothing."""
+    return freeze_transformer or (unfreeze_step_given and not partial)
+
+
 class WarmupOnlyScheduler:
-    """Seed 000's API: linear warmup to `base_lr` over `warmup_iters`, then constant."""
+    """The nanoGPT-compatible API's warmup scheduler: linear warmup to `base_lr` over `warmup_iters`,
+    then constant (`lr_schedule: warmup_only`, an alias of `constant`)."""
 
     def __init__(self, base_lr: float, warmup_iters: int = 0):
-        self.schedule = LRSchedule("warmup_only", base_lr, base_lr, warmup_iters, max(warmup_iters, 1))
+        self.schedule = LRSchedule("constant", base_lr, base_lr, warmup_iters, max(warmup_iters, 1))
 
     def get_lr(self, iteration: int) -> float:
         return self.schedule.lr_at(iteration)
 
 
 class TransferLearningScheduler:
-    """Seed 000's API: per-part rates for feature extraction, then full finetuning.
+    """The nanoGPT-compatible API's per-part rates for feature extraction, then full finetuning.
 
-    While frozen the transformer's rate is 0 and the head trains at `base_lr x head_lr_multiplier`;
-    from `feature_extraction_iters` on, the transformer trains at `base_lr x unfreeze_lr_drop`.
-    `lr_schedule: transfer` in a config gives the same rates through the `transfer` section
-    (head_lr_mult, unfreeze_at_iteration or freeze_epochs, unfreeze_lr_multiplier).
+    While frozen (before `feature_extraction_iters`, or as `is_frozen` says) the transformer's rate
+    is 0 and the head trains at `base_lr x head_lr_multiplier`; once it trains, the transformer runs
+    at `base_lr x unfreeze_lr_drop` (the `Unfreezing` rule and default). A config gets the same rates
+    under any `lr_schedule` from the `transfer` section (head_lr_mult, unfreeze_at_iteration or
+    freeze_epochs, unfreeze_lr_multiplier).
     """
 
     def __init__(self, base_lr: float, head_lr_multiplier: float = 10.0, feature_extraction_iters: int = 0,
-                 unfreeze_lr_drop: float = 0.1, warmup_iters: int = 0):
+                 unfreeze_lr_drop: float = DEFAULT_UNFREEZE_LR_MULTIPLIER, warmup_iters: int = 0):
         self.base = WarmupOnlyScheduler(base_lr, warmup_iters)
-        self.head_lr_multiplier, self.unfreeze_lr_drop = head_lr_multiplier, unfreeze_lr_drop
-        self.feature_extraction_iters = feature_extraction_iters
+        self.head_lr_multiplier = head_lr_multiplier
+        self.unfreezing = Unfreezing(feature_extraction_iters, unfreeze_lr_drop)
+
+    @property
+    def feature_extraction_iters(self) -> int:
+        return self.unfreezing.step
+
+    @property
+    def unfreeze_lr_drop(self) -> float:
+        return self.unfreezing.lr_multiplier
 
     def get_lr(self, iteration: int, is_frozen: bool | None = None) -> dict[str, float]:
-        frozen = iteration < self.feature_extraction_iters if is_frozen is None else is_frozen
+        frozen = self.unfreezing.is_frozen(iteration) if is_frozen is None else is_frozen
         base = self.base.get_lr(iteration)
-        return {"transformer": 0.0 if frozen else base * self.unfreeze_lr_drop, "head": base * self.head_lr_multiplier}
+        return {"transformer": 0.0 if frozen else base * self.unfreezing.lr_multiplier,
+                "head": base * self.head_lr_multiplier}
 
 
 def make_schedule(kind: str, peak_lr: float, min_lr: float | None, total_steps: int,
@@ -147,8 +221,27 @@ def make_schedule(kind: str, peak_lr: float, min_lr: float | None, total_steps: 
     if warmup_steps is None:
         warmup_steps = round((warmup_ratio or 0.0) * total_steps)
     warmup_steps = min(warmup_steps, total_steps)
-    if kind == "plateau":
+    if canonical_schedule(kind) == "plateau":
         return AdaptiveScheduler(peak_lr, plateau_patience, plateau_factor,
                                  peak_lr / 1000 if min_lr is None else min_lr, warmup_steps)
     return LRSchedule(kind=kind, peak_lr=peak_lr, min_lr=peak_lr / 10 if min_lr is None else min_lr,
                       warmup_steps=warmup_steps, total_steps=total_steps)
+
+
+def ignored_schedule_keys(training: TrainingSection, has_val: bool) -> list[str]:
+    """The schedule keys that have no effect with these settings, one message each (the trainer prints
+    them as warnings: a key that does nothing is worth a line, never an error)."""
+    kind = canonical_schedule(training.lr_schedule)
+    messages = []
+    if kind == "plateau" and not has_val:
+        messages.append("training.lr_schedule: plateau has no effect without a val split (no val loss to watch): "
+                        "the rate stays at its peak after warmup. Set data.val or data.val_fraction.")
+    if kind == "constant" and training.min_lr is not None:
+        messages.append(f"training.min_lr has no effect with lr_schedule: {training.lr_schedule} "
+                        "(the rate never decays).")
+    if kind != "plateau":
+        defaults = TrainingSection.model_fields
+        messages += [f"training.{key} has no effect with lr_schedule: {training.lr_schedule} (only plateau uses it)."
+                     for key in ("plateau_patience", "plateau_factor")
+                     if getattr(training, key) != defaults[key].default]
+    return messages

@@ -1,7 +1,6 @@
 """One training loop for every task.
 
-The loop knows a model (`model(**batch).loss`), a task (collator, metrics, target counting) and
-the data; nothing about architectures or objectives. Each optimizer step gathers its micro-batches
+The loop knows a model, a task (collator, training loss, metrics, target counting) and the data; nothing about architectures or objectives. Each optimizer step gathers its micro-batches
 first, so the loss can be normalised by the real targets of the whole accumulated batch: averaging
 per-micro-batch means would over-weight short micro-batches.
 
@@ -21,19 +20,23 @@ from pathlib import Path
 
 import torch
 
-from model_foundry.config.schema import FoundryConfig
+from model_foundry.config.schema import FoundryConfig, TrainingSection
 from model_foundry.data import BatchStream
 from model_foundry.errors import UserError
 from model_foundry.tasks import DatasetSplits, Task, metric_is_maximised
 from model_foundry.tasks.base import move_to
 from model_foundry.training import checkpoints as ckpt
-from model_foundry.training.loss_modifiers import LossModifierPipeline, create_loss_modifier_pipeline
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
 from model_foundry.training.precision import autocast, make_grad_scaler, resolve_device, resolve_precision
 from model_foundry.training.progress import Progress
-from model_foundry.training.schedules import make_schedule
+from model_foundry.training.schedules import ignored_schedule_keys, make_schedule
 from model_foundry.training.transfer import TransferPlan
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr: a key that has no effect here is worth a line, never an error."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device,
@@ -46,22 +49,6 @@ def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, dev
         metrics = task.evaluate(model, batches, autocast(device, precision))
     model.train(was_training)
     return metrics
-
-
-def loss_modifiers_for(config: FoundryConfig, task: Task) -> LossModifierPipeline:
-    """The configured loss modifiers that the task's mode supports (seed 000's compatibility table)."""
-    pipeline = create_loss_modifier_pipeline(config.loss_modifiers.pipeline_settings())
-    if not pipeline:
-        return pipeline
-    if task.loss_modifier_mode is None:
-        print(f"Loss modifiers do not apply to task {task.name!r}; training with its own loss.", file=sys.stderr)
-        return LossModifierPipeline([])
-    kept = pipeline.for_mode(task.loss_modifier_mode)
-    dropped = set(pipeline.get_enabled_modifier_names()) - set(kept.get_enabled_modifier_names())
-    print(f"Loss modifiers: {', '.join(kept.get_enabled_modifier_names()) or 'none'}"
-          + (f" (not for {task.loss_modifier_mode}: {', '.join(sorted(dropped))})" if dropped else "") + ".",
-          file=sys.stderr)
-    return kept
 
 
 class TrainingInterrupted(Exception):
@@ -109,21 +96,54 @@ class Trainer:
                                       tc.warmup_steps, tc.warmup_ratio, plateau_patience=tc.plateau_patience,
                                       plateau_factor=tc.plateau_factor)
         self.scaler = make_grad_scaler(self.device, self.precision)
-        self.loss_modifiers = loss_modifiers_for(config, task)
+        task.check_loss_settings()
         self.best_metric = tc.best_metric or task.default_best_metric
         if self.best_metric not in task.metric_names:
             raise UserError(f"training.best_metric {self.best_metric!r} is not reported by task "
                             f"{task.name!r}; it reports {', '.join(task.metric_names)}.")
+        for message in self.ignored_keys():
+            warn(message)
         self.counters = Counters()
         self.checkpoint_root = run_dir / "checkpoints"
         self.stop_signal: int | None = None
 
     def resolve_total_steps(self) -> int:
+        """`max_steps`, else `epochs` (default 1) in optimizer steps. With both, max_steps wins and one
+        warning line says so: the finetuning template sets `epochs`, so a `--set training.max_steps`
+        beside it is common, and a silently shorter or longer run would be a surprise."""
         tc = self.config.training
         if tc.max_steps is not None:
+            if tc.epochs is not None:
+                warn(f"training.max_steps ({tc.max_steps}) and training.epochs ({tc.epochs:g}) are both set: "
+                     "max_steps wins, epochs has no effect.")
             return tc.max_steps
         per_epoch = self.train_stream.batches_per_epoch / tc.gradient_accumulation_steps
         return max(1, math.ceil((tc.epochs or 1.0) * per_epoch))
+
+    def ignored_keys(self) -> list[str]:
+        """Every configured key that has no effect in this run, one message each (printed at the start)."""
+        has_val = "val" in self.eval_streams
+        return [*self.ignored_validation_keys(has_val), *ignored_schedule_keys(self.config.training, has_val),
+                *self.transfer.ignored_keys(self.total_steps), *self.ignored_checkpoint_keys()]
+
+    def ignored_validation_keys(self, has_val: bool) -> list[str]:
+        """The keys that act on validation results, when there is no val split to produce any."""
+        if has_val:
+            return []
+        tc = self.config.training
+        effects = {"early_stopping_patience": (tc.early_stopping_patience, "the run never stops early"),
+                   "best_metric": (tc.best_metric, "checkpoints/best is never written"),
+                   "eval_iters": (tc.eval_iters, "nothing is evaluated during training")}
+        return [f"training.{key} has no effect without a val split ({effect}). Set data.val or data.val_fraction."
+                for key, (value, effect) in effects.items() if value is not None]
+
+    def ignored_checkpoint_keys(self) -> list[str]:
+        """`keep_last_n` prunes step checkpoints, which only `save_interval` writes."""
+        tc = self.config.training
+        if tc.save_interval is None and tc.keep_last_n != TrainingSection.model_fields["keep_last_n"].default:
+            return ["training.keep_last_n has no effect without training.save_interval (no step checkpoints "
+                    "are written)."]
+        return []
 
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -219,8 +239,7 @@ class Trainer:
         loss_sum = 0.0
         for batch, count in zip(batches, counts):
             with autocast(self.device, self.precision):
-                output = self.forward(**batch)
-            loss = self.loss_modifiers(output.logits, batch["labels"]) if self.loss_modifiers else output.loss
+                loss = self.task.training_loss(self.forward, batch)
             self.scaler.scale(loss * (count / total)).backward()
             loss_sum += float(loss.detach()) * count
         return loss_sum / total

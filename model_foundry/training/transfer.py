@@ -16,86 +16,30 @@ and scales exactly as the uninterrupted one did.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from model_foundry.config.experiments import find_run
 from model_foundry.config.schema import TransferSection
 from model_foundry.errors import UserError
-from model_foundry.models.base import INIT_STD, read_model_config
-from model_foundry.models.hf_conversion import bert_config_from_hf, gpt_config_from_hf
-from model_foundry.training.checkpoints import first_checkpoint
+from model_foundry.models.base import INIT_STD
+from model_foundry.models.hf_conversion import is_hf_directory, read_checkpoint_config
+from model_foundry.training.schedules import Unfreezing, freezes_whole_backbone
 from model_foundry.training.weights import tied_parameter_names
 
 HEAD = "head"
 BACKBONE = "backbone"
-HF_PREFIX = "hf:"
-HF_CONFIG = "config.json"
-# Hugging Face model_type -> (our architecture, config converter).
-HF_CONFIG_CONVERTERS = {"gpt2": ("gpt", gpt_config_from_hf), "bert": ("bert", bert_config_from_hf)}
-
-
-def resolve_init_checkpoint(spec: str) -> Path:
-    """A checkpoint directory from a checkpoint path, a run directory (best, else last) or an experiment name;
-    `hf:DIR` names a Hugging Face GPT-2 or BERT directory (config.json + model.safetensors)."""
-    if spec.startswith(HF_PREFIX):
-        return hf_directory(spec)
-    path = Path(spec)
-    if not path.exists():
-        try:
-            path = find_run(spec)
-        except UserError:
-            raise UserError(f"transfer.init_from_checkpoint = {spec!r}: no such checkpoint, run directory or "
-                            "experiment name.") from None
-    found = first_checkpoint([path, path / "checkpoints" / "best", path / "checkpoints" / "last"])
-    if found is not None:
-        return found
-    raise UserError(f"transfer.init_from_checkpoint = {spec!r}: {path} holds no checkpoint (expected "
-                    "model.safetensors and model_config.json, or a run directory with checkpoints/best or last).")
-
-
-def hf_directory(spec: str) -> Path:
-    path = Path(spec.removeprefix(HF_PREFIX))
-    if not (path / HF_CONFIG).is_file():
-        raise UserError(f"transfer.init_from_checkpoint = {spec!r}: {path} has no {HF_CONFIG}; hf: needs a "
-                        "Hugging Face model directory (config.json + model.safetensors).")
-    if not (path / "model.safetensors").is_file():
-        hint = " (it holds pytorch_model.bin: convert it to safetensors first)" if (
-            path / "pytorch_model.bin").is_file() else ""
-        raise UserError(f"transfer.init_from_checkpoint = {spec!r}: {path} has no model.safetensors{hint}; "
-                        "pickled weights are never loaded.")
-    return path
-
-
-def is_hf_directory(checkpoint: Path) -> bool:
-    return (checkpoint / HF_CONFIG).is_file() and not (checkpoint / "model_config.json").is_file()
-
-
-def checkpoint_model_config(checkpoint: Path) -> dict:
-    """`model_config.json` of a checkpoint; for a Hugging Face directory, the same built from its config.json."""
-    if not is_hf_directory(checkpoint):
-        return read_model_config(checkpoint)
-    hf_config = json.loads((checkpoint / HF_CONFIG).read_text(encoding="utf-8"))
-    model_type = hf_config.get("model_type")
-    if model_type not in HF_CONFIG_CONVERTERS:
-        raise UserError(f"{checkpoint / HF_CONFIG} describes a {model_type!r} model; hf: imports into our "
-                        f"backbones only {', '.join(HF_CONFIG_CONVERTERS)} (use model.architecture: hf for others).")
-    architecture, convert = HF_CONFIG_CONVERTERS[model_type]
-    return {"architecture": architecture, "config": asdict(convert(hf_config))}
 
 
 def hf_state_dict_as_ours(state: dict, checkpoint: Path, config) -> dict:
     """The tensors of a Hugging Face GPT-2 / BERT directory under our names (`config` gives the depth)."""
     from model_foundry.models import hf_conversion
 
-    if checkpoint_model_config(checkpoint)["architecture"] == "gpt":
+    if read_checkpoint_config(checkpoint)["architecture"] == "gpt":
         return hf_conversion.gpt_state_dict_from_hf_gpt2(state, config)
     return hf_conversion.bert_state_dict_from_hf_bert(state, config)
 
@@ -179,13 +123,20 @@ def part_and_depth(name: str, num_blocks: int) -> tuple[str, int | None]:
 
 
 class TransferPlan:
-    """Which parameters are frozen until when, and each parameter's LR group and scale."""
+    """Which parameters are frozen until when, and each parameter's LR group and scale.
+
+    Unfreezing follows the one rule in `schedules.Unfreezing`, the nanoGPT-compatible API's too.
+    """
 
     def __init__(self, settings: TransferSection, model: nn.Module, steps_per_epoch: float):
         self.settings, self.model = settings, model
         self.num_blocks = len(model.backbone.blocks)
+        self.unfreezing = Unfreezing(self.resolve_unfreeze_step(steps_per_epoch), settings.unfreeze_lr_multiplier)
         self.frozen_at_start = self.initially_frozen()
-        self.unfreeze_step = self.resolve_unfreeze_step(steps_per_epoch)
+
+    @property
+    def unfreeze_step(self) -> int | None:
+        return self.unfreezing.step
 
     def initially_frozen(self) -> list[nn.Parameter]:
         s = self.settings
@@ -194,7 +145,8 @@ class TransferPlan:
             raise UserError(f"transfer.freeze_n_layers / freeze_layer_indices name blocks the backbone does not have "
                             f"(it has {self.num_blocks}: indices 0 to {self.num_blocks - 1}, or negative from the end).")
         blocks = set(range(s.freeze_n_layers)) | {i % self.num_blocks for i in s.freeze_layer_indices}
-        whole = s.freeze_transformer or (s.freeze_epochs is not None and not (blocks or s.freeze_embeddings))
+        whole = freezes_whole_backbone(s.freeze_transformer, partial=bool(blocks) or s.freeze_embeddings,
+                                       unfreeze_step_given=self.unfreeze_step is not None)
         frozen = []
         for name, param in self.model.named_parameters():
             part, depth = part_and_depth(name, self.num_blocks)
@@ -209,6 +161,19 @@ class TransferPlan:
         if s.freeze_epochs is not None:
             return max(1, math.ceil(s.freeze_epochs * steps_per_epoch))
         return None
+
+    def ignored_keys(self, total_steps: int) -> list[str]:
+        """The unfreezing keys that have no effect in a run of `total_steps`, one message each."""
+        s, step = self.settings, self.unfreeze_step
+        if step is None:
+            unused = s.unfreeze_lr_multiplier != TransferSection.model_fields["unfreeze_lr_multiplier"].default
+            return ["transfer.unfreeze_lr_multiplier has no effect: nothing unfreezes (set "
+                    "transfer.unfreeze_at_iteration or transfer.freeze_epochs)."] if unused else []
+        if step < total_steps:
+            return []
+        key = "unfreeze_at_iteration" if s.unfreeze_at_iteration is not None else "freeze_epochs"
+        return [f"transfer.{key} unfreezes at step {step}, but the run ends at step {total_steps}: the frozen "
+                "weights stay frozen for the whole run."]
 
     def group_of(self, name: str) -> tuple[str | None, float, str]:
         """(group label, LR scale, part) for a parameter. Plain runs keep one unlabelled group."""
@@ -234,12 +199,10 @@ class TransferPlan:
         """Freeze or unfreeze for `step` (before its update); True exactly when unfreezing happens now."""
         if not self.frozen_at_start:
             return False
-        frozen = self.unfreeze_step is None or step < self.unfreeze_step
+        frozen = self.unfreezing.is_frozen(step)
         for param in self.frozen_at_start:
             param.requires_grad_(not frozen)
-        if step != self.unfreeze_step:
+        if not self.unfreezing.happens_at(step):
             return False
-        for group in optimizer.param_groups:
-            if group.get("part") == BACKBONE:
-                group["lr_scale"] *= self.settings.unfreeze_lr_multiplier
+        self.unfreezing.drop_rates(group for group in optimizer.param_groups if group.get("part") == BACKBONE)
         return True

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model_foundry.config.choices import ATTENTION_TYPES, NORM_POSITIONS, POSITIONAL_ENCODINGS
 from model_foundry.errors import UserError, did_you_mean
 from model_foundry.models.backbones.attention import KeyValue, KeyValueCache, SelfAttention
 from model_foundry.models.backbones.positional import RotaryEmbedding, sinusoidal_table
@@ -34,13 +35,13 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": nn.SiLU,
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    "attention_type": ("causal", "bidirectional"),
-    "positional": ("learned", "rotary", "sinusoidal"),
-    "norm_position": ("pre", "post"),
+    "attention_type": ATTENTION_TYPES,
+    "positional": POSITIONAL_ENCODINGS,
+    "norm_position": NORM_POSITIONS,
     "activation": tuple(ACTIVATIONS),
 }
 
-# Sizes shared by the transformer architectures. small follows seed 003's quick-experiment model
+# Sizes shared by the transformer architectures. small is a quick-experiment model
 # (~19M parameters plus embeddings); base is GPT-2 124M / BERT-base; large is GPT-2 medium /
 # BERT-large. The MLP width follows as 4 * n_embd unless intermediate_size is set.
 TRANSFORMER_PRESETS: dict[str, dict[str, int]] = {

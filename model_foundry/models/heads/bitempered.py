@@ -96,13 +96,17 @@ class BiTemperedCriterion(nn.Module):
         self.register_buffer("class_weights", class_weight_tensor(class_weights), persistent=False)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return weighted_mean(*self.token_losses(logits, targets))
+
+    def token_losses(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """(each target's loss times its weight, the weights), shaped like `targets` (see CrossEntropyCriterion)."""
         num_classes = logits.shape[-1]
-        logits = logits.reshape(-1, num_classes).float()
-        targets = targets.reshape(-1).long()
+        flat_logits = logits.reshape(-1, num_classes).float()
+        flat_targets = targets.reshape(-1).long()
         check_num_classes(self.class_weights, num_classes)
-        weights = target_weights(targets, self.class_weights)
-        one_hot = F.one_hot(targets.clamp_min(0), num_classes).float()  # ignored rows get weight 0 below
+        weights = target_weights(flat_targets, self.class_weights)
+        one_hot = F.one_hot(flat_targets.clamp_min(0), num_classes).float()  # ignored rows get weight 0 below
         distribution = one_hot * (1.0 - self.label_smoothing) + self.label_smoothing / num_classes
-        probabilities = tempered_softmax(logits, self.t2, self.num_iters)
+        probabilities = tempered_softmax(flat_logits, self.t2, self.num_iters)
         losses = tempered_divergence(distribution, probabilities, self.t1)
-        return weighted_mean(losses * weights, weights)
+        return (losses * weights).view(targets.shape), weights.view(targets.shape)

@@ -60,12 +60,17 @@ class CrossEntropyCriterion(nn.Module):
         self.register_buffer("class_weights", class_weight_tensor(class_weights), persistent=False)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = logits.reshape(-1, logits.shape[-1]).float()
-        targets = targets.reshape(-1).long()
-        check_num_classes(self.class_weights, logits.shape[-1])
-        losses = F.cross_entropy(logits, targets, weight=self.class_weights, ignore_index=IGNORE_INDEX,
+        return weighted_mean(*self.token_losses(logits, targets))
+
+    def token_losses(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """(each target's loss times its weight, the weights), shaped like `targets`; the loss is
+        their sums' ratio. Loss modifiers reweigh these terms."""
+        flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+        flat_targets = targets.reshape(-1).long()
+        check_num_classes(self.class_weights, flat_logits.shape[-1])
+        losses = F.cross_entropy(flat_logits, flat_targets, weight=self.class_weights, ignore_index=IGNORE_INDEX,
                                  label_smoothing=self.label_smoothing, reduction="none")
-        return weighted_mean(losses, target_weights(targets, self.class_weights))
+        return losses.view(targets.shape), target_weights(flat_targets, self.class_weights).view(targets.shape)
 
 
 class BinaryCrossEntropyCriterion(nn.Module):

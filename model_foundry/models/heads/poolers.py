@@ -82,7 +82,7 @@ class AttentionPooler(Pooler):
     """A learned weighted average: score_t = V(tanh(W h_t)), weights = softmax over real tokens.
 
     Pads get the dtype's lowest score, so their softmax weight is exactly 0 (an additive -1e4,
-    as in seed 004, leaves them a small share when real scores are very negative).
+    leaves them a small share when real scores are very negative).
     """
 
     def __init__(self, hidden_size: int):

@@ -22,10 +22,10 @@ class LinearHead(nn.Sequential):
 
 
 class SequentialHead(nn.Sequential):
-    """A one-hidden-layer MLP (seed 004): dropout, Linear(H, H), GELU, dropout, Linear(H, outputs).
+    """A one-hidden-layer MLP: dropout, Linear(H, H), GELU, dropout, Linear(H, outputs).
 
     The extra layer gives the task its own non-linear features, useful when the backbone stays
-    frozen; seed 004 put its second dropout before the GELU, the issue's order puts it after.
+    frozen; the second dropout comes after the GELU, so it drops activations rather than pre-activations.
     """
 
     def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1):
