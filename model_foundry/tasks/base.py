@@ -97,7 +97,10 @@ class Task(ABC):
         return kept
 
     def count_targets(self, batch: dict) -> int:
-        """How many targets a batch holds; gradient accumulation weighs micro-batches by it."""
+        """How many targets a batch holds; gradient accumulation weighs micro-batches by it.
+
+        The trainer asks before the batch moves to the device: counting host tensors costs no sync.
+        """
         return int((batch["labels"] != -100).sum())
 
 

@@ -209,6 +209,7 @@ class FinetuningTask(Task):
         return {"loss": loss_sum / count, **self.metrics(outputs, kept)}
 
     def count_targets(self, batch: dict) -> int:
+        """Integer labels other than -100 (class ids, token tags), else rows (scores); free on the host batch."""
         labels = batch["labels"]
         if labels.dtype == torch.long:
             return int((labels != -100).sum())

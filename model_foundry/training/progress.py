@@ -1,4 +1,5 @@
-"""Progress display: a tqdm bar with loss, tokens/s and ETA on a terminal, plain log lines elsewhere."""
+"""Progress display: a tqdm bar with loss, tokens/s, MFU (where the device's peak is known) and ETA
+on a terminal, plain log lines elsewhere."""
 from __future__ import annotations
 
 import sys
@@ -18,16 +19,18 @@ class Progress:
             self.bar = tqdm(total=total_steps, initial=start_step, desc=label, unit="step",
                             dynamic_ncols=True, file=sys.stderr)
 
-    def update(self, step: int, loss: float, tokens_per_sec: float, lr: float) -> None:
-        """Called at each log interval with the current step and the latest numbers."""
+    def update(self, step: int, loss: float, tokens_per_sec: float, lr: float, mfu: float | None) -> None:
+        """Called at each log interval with the current step and the latest numbers (MFU where known)."""
         if self.bar is not None:
+            extra = {"mfu": f"{mfu:.1%}"} if mfu is not None else {}
             self.bar.n = step
-            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_sec:,.0f}", lr=f"{lr:.2e}")
+            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_sec:,.0f}", **extra, lr=f"{lr:.2e}")
             return
         done = step - self.start_step
         elapsed = time.perf_counter() - self.started
         eta = elapsed / done * (self.total - step) if done else 0.0
-        print(f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s | "
+        mfu_text = f" | mfu {mfu:.1%}" if mfu is not None else ""
+        print(f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s{mfu_text} | "
               f"eta {format_seconds(eta)}", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:

@@ -8,6 +8,10 @@ Exactness: the data order comes from the BatchStream's (seed, epoch) permutation
 are a pure function of the step, and the RNGs, optimizer, scaler and data position are saved with
 every checkpoint, so a killed run resumed from `checkpoints/last` ends bit-for-bit where the
 uninterrupted run ends.
+
+The hot loop never waits for the device: targets and tokens are counted on the host batches before
+they move, each step's loss stays on the device, and the loop reads it only at log steps, once per
+`log_interval` (evaluation and checkpoints wait for the device anyway).
 """
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -26,6 +31,7 @@ from model_foundry.errors import UserError
 from model_foundry.tasks import DatasetSplits, Task, metric_is_maximised
 from model_foundry.tasks.base import move_to
 from model_foundry.training import checkpoints as ckpt
+from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
 from model_foundry.training.precision import autocast, make_grad_scaler, resolve_device, resolve_precision
@@ -49,6 +55,67 @@ def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, dev
         metrics = task.evaluate(model, batches, autocast(device, precision))
     model.train(was_training)
     return metrics
+
+
+# The masks our collators write; one that hides no token says nothing the model does not assume.
+MASK_KEYS = ("attention_mask", "mlm_attention_mask")
+
+
+def real_tokens(batch: dict) -> int:
+    """The batch's real (unpadded) tokens; call it on the host batch, where it costs no device sync."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+def without_full_masks(batch: dict) -> dict:
+    """The host batch less the attention masks that hide nothing.
+
+    Models read a missing mask as "every token is real", which such a mask says too. Knowing it here,
+    on the host, lets attention take its fused no-mask kernels without asking the device whether
+    the mask has padding, which would be a host-device sync on every forward.
+    """
+    return {k: v for k, v in batch.items() if k not in MASK_KEYS or not bool(v.all())}
+
+
+@dataclass
+class StepLoss:
+    """One optimizer step's loss, left on the device: reading it waits for the device, so the loop
+    reads only the losses it logs."""
+
+    losses: list[torch.Tensor] = field(default_factory=list)  # each micro-batch's mean, detached
+    counts: list[int] = field(default_factory=list)  # each micro-batch's targets
+
+    @property
+    def total(self) -> int:
+        """The step's targets, at least 1 (a step without any still divides by something)."""
+        return max(1, sum(self.counts))
+
+    def value(self) -> float:
+        """The mean over the step's targets, with one host-device sync for all micro-batches.
+
+        Summed in Python floats in micro-batch order, so it is the number a per-micro-batch
+        `float(loss)` gave to the last bit.
+        """
+        values = torch.stack(self.losses).tolist()
+        return sum(v * c for v, c in zip(values, self.counts)) / self.total
+
+
+class StepResult(NamedTuple):
+    """What one optimizer step hands the loop: its loss (on the device) and, counted on the host,
+    the real tokens it trained on and their estimated training FLOPs."""
+
+    loss: StepLoss
+    tokens: int
+    flops: float
+
+
+@dataclass
+class Window:
+    """The steps since the previous log row: its tokens/s and MFU are over them."""
+
+    start: float
+    tokens: int = 0
+    flops: float = 0.0
 
 
 class TrainingInterrupted(Exception):
@@ -80,6 +147,8 @@ class Trainer:
         self.precision = resolve_precision(tc.precision, self.device)
         self.model = model.to(self.device)
         self.forward = torch.compile(self.model) if tc.compile else self.model
+        self.flops = TrainingFlops.of(self.model)
+        self.peak_flops = peak_flops(self.device, self.precision)
         seed = config.experiment.seed
         collate = task.collator()
         self.train_stream = BatchStream(splits.train, tc.batch_size, collate, seed=seed,
@@ -176,7 +245,7 @@ class Trainer:
         previous_handlers = self.install_signal_handlers()
         self.model.train()
         started = time.perf_counter() - self.counters.elapsed_s
-        window_tokens, window_start = 0, time.perf_counter()
+        window = Window(time.perf_counter())
         try:
             while self.counters.step < self.total_steps:
                 if self.stop_signal is not None:
@@ -188,18 +257,14 @@ class Trainer:
                     progress.message(f"step {self.counters.step}: unfreezing the backbone "
                                      f"(its LR x {self.config.transfer.unfreeze_lr_multiplier}).")
                 lr = self.schedule.apply(self.optimizer, self.counters.step)
-                loss, tokens = self.train_step()
+                result = self.train_step()
                 self.counters.step += 1
-                self.counters.tokens += tokens
-                window_tokens += tokens
+                self.counters.tokens += result.tokens
+                window.tokens += result.tokens
+                window.flops += result.flops
                 step = self.counters.step
                 if step % tc.log_interval == 0 or step == self.total_steps:
-                    now = time.perf_counter()
-                    rate = window_tokens / max(now - window_start, 1e-9)
-                    window_tokens, window_start = 0, now
-                    self.counters.elapsed_s = now - started
-                    logger.log_train(self.train_row(step, loss, lr, rate))
-                    progress.update(step, loss, rate, lr)
+                    window = self.log_step(logger, progress, result.loss, lr, window, started)
                 stop_early = False
                 if step % tc.eval_interval == 0 or step == self.total_steps:
                     stop_early = self.evaluate_and_track(logger, progress)
@@ -219,30 +284,45 @@ class Trainer:
             progress.close()
         return self.counters
 
-    def train_step(self) -> tuple[float, int]:
-        """One optimizer step over `gradient_accumulation_steps` micro-batches; (mean loss, tokens)."""
-        batches = [move_to(next(self.train_stream), self.device)
-                   for _ in range(self.config.training.gradient_accumulation_steps)]
+    def log_step(self, logger: MetricsLogger, progress: Progress, loss: StepLoss, lr: float, window: Window,
+                 started: float) -> Window:
+        """Write the train row and progress line for the window that ends here; returns the next window.
+
+        Reading the loss is the interval's one wait for the device; the clock stops after it, so
+        tokens/s and MFU cover the device's work, not only the host's queueing of it.
+        """
+        value = loss.value()
+        now = time.perf_counter()
+        seconds = max(now - window.start, 1e-9)
+        rate, mfu = window.tokens / seconds, model_flops_utilisation(window.flops / seconds, self.peak_flops)
+        self.counters.elapsed_s = now - started
+        logger.log_train(self.train_row(self.counters.step, value, lr, rate, mfu))
+        progress.update(self.counters.step, value, rate, lr, mfu)
+        return Window(now)
+
+    def train_step(self) -> StepResult:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches, counted before they move."""
+        batches = [next(self.train_stream) for _ in range(self.config.training.gradient_accumulation_steps)]
+        tokens = [real_tokens(b) for b in batches]
+        flops = sum(n * self.flops.per_token(b["input_ids"].shape[-1]) for n, b in zip(tokens, batches))
         loss = self.accumulate_gradients(batches)
         self.update_parameters()
-        tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
-                     for b in batches)
-        return loss, tokens
+        return StepResult(loss, sum(tokens), flops)
 
-    def accumulate_gradients(self, batches: list[dict]) -> float:
-        """Backward over micro-batches, each weighted by its share of the real targets of them all.
+    def accumulate_gradients(self, batches: list[dict]) -> StepLoss:
+        """Backward over host micro-batches, each weighted by its share of the real targets of them all.
 
-        The result equals the gradient of one big batch's mean loss over its targets. Returns that loss.
+        The result equals the gradient of one big batch's mean loss over its targets. The targets are
+        counted before a batch moves to the device, so the weights cost no sync; returns the loss.
         """
-        counts = [self.task.count_targets(b) for b in batches]
-        total = max(1, sum(counts))
-        loss_sum = 0.0
-        for batch, count in zip(batches, counts):
+        loss = StepLoss(counts=[self.task.count_targets(b) for b in batches])
+        for batch, count in zip(batches, loss.counts):
+            inputs = move_to(without_full_masks(batch), self.device)
             with autocast(self.device, self.precision):
-                loss = self.task.training_loss(self.forward, batch)
-            self.scaler.scale(loss * (count / total)).backward()
-            loss_sum += float(loss.detach()) * count
-        return loss_sum / total
+                micro_loss = self.task.training_loss(self.forward, inputs)
+            self.scaler.scale(micro_loss * (count / loss.total)).backward()
+            loss.losses.append(micro_loss.detach())
+        return loss
 
     def update_parameters(self) -> None:
         clip = self.config.training.grad_clip
@@ -253,10 +333,12 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def train_row(self, step: int, loss: float, lr: float, rate: float) -> dict:
+    def train_row(self, step: int, loss: float, lr: float, rate: float, mfu: float | None) -> dict:
+        """A row of metrics/train.csv; `mfu` is empty where the device's peak is not known."""
         row = {"step": step, "loss": round(loss, 6), "lr": max(g["lr"] for g in self.optimizer.param_groups)}
         row.update({f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups})
-        row.update(tokens_per_sec=round(rate, 1), elapsed_s=round(self.counters.elapsed_s, 3))
+        row.update(tokens_per_sec=round(rate, 1), mfu=None if mfu is None else round(mfu, 4),
+                   elapsed_s=round(self.counters.elapsed_s, 3))
         return row
 
     # ---- evaluation ----------------------------------------------------------------------------

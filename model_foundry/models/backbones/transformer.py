@@ -7,8 +7,11 @@ the stack) or "post" (BERT: normalise each residual sum, no final norm). A
 models' business.
 
 Attention (backbones/attention.py) is `F.scaled_dot_product_attention`; the backbone gives it the
-cheapest description of the pattern: no mask at all when there is no padding, `is_causal=True`
-for unpadded causal input. For generation the backbone also takes and returns each layer's keys
+cheapest description of the pattern: no mask at all when it is given no attention mask,
+`is_causal=True` for causal input without one. A given mask is always used, even if it hides
+nothing: asking the device whether it does would be a host-device sync (and a `torch.compile` graph
+break) on every forward, so callers that know a batch has no padding pass no mask (the trainer
+drops such masks on the host). For generation the backbone also takes and returns each layer's keys
 and values (`past_key_values`, `use_cache`), so a step only computes the new token.
 
 Positions count real tokens only: in a left-padded row the first real token is at position 0,
@@ -178,11 +181,10 @@ class TransformerBackbone(nn.Module):
         """
         length = input_ids.size(1)
         past_length = past_key_values[0][0].size(-2) if past_key_values else 0
-        padding = attention_mask if attention_mask is not None and not bool(attention_mask.all()) else None
         if position_ids is None:
-            position_ids = self.default_positions(padding, length, past_length, input_ids.device)
+            position_ids = self.default_positions(attention_mask, length, past_length, input_ids.device)
         x = self.embed(input_ids, token_type_ids, position_ids, past_length)
-        mask, is_causal = self.attention_pattern(padding, length, past_length)
+        mask, is_causal = self.attention_pattern(attention_mask, length, past_length)
         caches = self.layer_caches(past_key_values, use_cache)
         hidden_states = [x]
         for block, cache in zip(self.blocks, caches):
@@ -205,7 +207,7 @@ class TransformerBackbone(nn.Module):
                           device: torch.device) -> Tensor | None:
         """The positions of the new tokens, (batch or 1, time), or None for the plain 0..time-1.
 
-        With padding they count real tokens only, cumsum(mask) - 1 (left pads clamped to 0,
+        With a mask they count real tokens only, cumsum(mask) - 1 (left pads clamped to 0,
         right pads repeat the last real position; neither is attended to).
         """
         if padding is not None:
@@ -248,7 +250,7 @@ class TransformerBackbone(nn.Module):
         """The (attn_mask, is_causal) arguments of scaled_dot_product_attention for this batch.
 
         `padding` is the attention mask (1 = real token, 0 = padding, shape (batch, past + time))
-        when some token is padding, else None. Without padding and cache we pass no mask, which
+        when one was given, else None. Without a mask and cache we pass no mask, which
         lets SDPA use its fused kernels; one new token after a cache may see every key. Otherwise
         a boolean mask (True = may attend) of shape (batch or 1, 1, time, past + time) hides
         padded keys and, for causal models, later positions.

@@ -1,0 +1,222 @@
+"""The training loop's hot path: at most one wait for the device per log interval, MFU on every log
+row, and `python -m model_foundry` as the CLI.
+
+A CPU run has no device to wait for, so the sync test models one: the collated batches are
+`HostTensor`s (host memory, as on a GPU run), `.to()` turns them into plain tensors (the copy to
+the device), and every read of a plain tensor's value into Python (`item`, `tolist`, `float`,
+`int`, `bool`) counts as a host-device synchronisation, as it would be on a GPU.
+"""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_foundry.config import load_config
+from model_foundry.data import BatchStream
+from model_foundry.models import create_model
+from model_foundry.training.flops import TrainingFlops, gpu_peak_flops, model_flops_utilisation, peak_flops
+from model_foundry.training.metrics_log import MetricsLogger
+from model_foundry.training.progress import Progress
+from model_foundry.training.run import absolute_paths, build_trainer
+
+REPO = Path(__file__).resolve().parents[1]
+READS = ("item", "tolist", "__float__", "__int__", "__bool__")
+SENTIMENT = [("a good film", 1), ("great fun", 1), ("i loved it", 1), ("a bad film", 0), ("awful fun!", 0),
+             ("i hated it so", 0)] * 12  # rows of different lengths: the batches have padding
+
+
+class HostTensor(torch.Tensor):
+    """A tensor in host memory: a collated batch, and whatever is computed from it before it moves.
+
+    `.to()` is the move to the device: it returns a plain tensor, as a copy to a GPU would.
+    """
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        result = super().__torch_function__(func, types, args, kwargs or {})
+        if func is torch.Tensor.to:
+            with torch._C.DisableTorchFunctionSubclass():
+                return result.as_subclass(torch.Tensor)
+        return result
+
+
+@pytest.fixture
+def device_reads(monkeypatch) -> list[str]:
+    """Where each read of a device (plain) tensor's value happened, in order.
+
+    Loading data is host work: reads inside the batch stream (its indices, its collator) are not
+    counted, and the batches it returns are HostTensors.
+    """
+    reads: list[str] = []
+    loading = [False]
+    for name in READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            if not loading[0] and not isinstance(self, HostTensor):
+                caller = sys._getframe(1)
+                reads.append(f"{_name} at {caller.f_code.co_filename}:{caller.f_lineno}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    next_batch = BatchStream.__next__
+
+    def host_batch(stream: BatchStream) -> dict:
+        loading[0] = True
+        try:
+            batch = next_batch(stream)
+        finally:
+            loading[0] = False
+        return {k: v.as_subclass(HostTensor) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    monkeypatch.setattr(BatchStream, "__next__", host_batch)
+    return reads
+
+
+def run_config(make_config, tmp_path, kind: str) -> dict:
+    """A 10-step run, 2 micro-batches a step, a log row every 5 steps, evaluation only at the end."""
+    training = {"max_steps": 10, "gradient_accumulation_steps": 2, "log_interval": 5, "eval_interval": 10,
+                "batch_size": 4, "precision": "fp32"}
+    if kind != "classifier":
+        arch, task = {"gpt": ("gpt", "causal_lm"), "bert": ("bert", "masked_lm"), "hybrid": ("hybrid", "hybrid"),
+                      "rtd": ("bert", "replaced_token_detection")}[kind]
+        return make_config(arch, task={"type": task}, training=training)
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\n" + "\n".join(f"{t}\t{y}" for t, y in SENTIMENT) + "\n", encoding="utf-8")
+    return make_config("gpt", experiment={"name": "tiny_classifier", "kind": "finetuning"},
+                       task={"type": "sequence_classification"}, training=training,
+                       data={"train": {"path": str(data)}, "val": {"path": str(data)}, "format": "tsv",
+                             "text_column": "sentence", "label_column": "label"})
+
+
+def reads_per_log_interval(config: dict, run_dir: Path, reads: list[str]) -> list[list[str]]:
+    """Train, and split the device reads made by `Trainer.fit` at its log rows (evaluation comes after the last)."""
+    trainer = build_trainer(absolute_paths(load_config(config).config), run_dir)
+    logger = MetricsLogger(run_dir, csv_enabled=True, tensorboard=False, wandb=False, wandb_mode="offline",
+                           project="p", run_name="r", config={})
+    marks: list[int] = []
+    log_train = logger.log_train
+    logger.log_train = lambda row: (marks.append(len(reads)), log_train(row))
+    del reads[:]
+    trainer.fit(logger)
+    return [reads[start:end] for start, end in zip([0, *marks], marks)]
+
+
+@pytest.mark.parametrize("kind", ["gpt", "bert", "hybrid", "rtd", "classifier"])
+def test_one_device_read_per_log_interval(make_config, tmp_path, device_reads, kind):
+    """10 steps x 2 micro-batches, logged every 5 steps: the loss read for each log row and nothing else
+    (the old loop read the loss and the token and target counts of every micro-batch, and BERT's
+    forward asked whether the mask had padding: 20 to 50 reads per interval)."""
+    intervals = reads_per_log_interval(run_config(make_config, tmp_path, kind), tmp_path / "run", device_reads)
+    assert [len(reads) for reads in intervals] == [1, 1], intervals
+
+
+def test_the_counter_sees_a_deliberate_read(make_config, tmp_path, device_reads, monkeypatch):
+    """Positive control: an `.item()` on each micro-batch's loss shows up, 5 steps x 2 per interval."""
+    from model_foundry.tasks.language_modeling import CausalLMTask
+
+    training_loss = CausalLMTask.training_loss
+
+    def reading_loss(self, model, batch):
+        loss = training_loss(self, model, batch)
+        loss.item()
+        return loss
+
+    monkeypatch.setattr(CausalLMTask, "training_loss", reading_loss)
+    intervals = reads_per_log_interval(run_config(make_config, tmp_path, "gpt"), tmp_path / "run", device_reads)
+    assert [len(reads) for reads in intervals] == [11, 11]
+    assert sum("item at" in read for reads in intervals for read in reads) == 20
+
+
+@pytest.mark.parametrize("arch", ["gpt", "bert"])
+def test_a_padded_forward_compiles_to_one_graph(arch):
+    """Asking the device whether the mask had padding broke the graph in two places (a `.item()`)."""
+    model = create_model(arch, vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=16)
+    ids = torch.randint(5, 60, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[0, 12:] = 0
+    explained = torch._dynamo.explain(model)(ids, attention_mask=mask, labels=ids)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+
+
+def test_flops_of_a_tiny_gpt_by_hand():
+    model = create_model("gpt", vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=16, bias=True)
+    d, mlp = 32, 4 * 32
+    block = (2 * d) + (d * 3 * d + 3 * d) + (d * d + d) + (2 * d) + (d * mlp + mlp) + (mlp * d + d)  # norms, attn, mlp
+    weights = 2 * block + 2 * d + 64 * d  # final norm; the output layer, tied to the token embedding (counted once)
+    flops = TrainingFlops.of(model)  # the 16 x 32 position table is a lookup: not counted
+    assert flops.weights == 6 * weights == 6 * 27_520
+    assert flops.attention == 12 * 2 * d
+    assert flops.per_token(16) == 6 * 27_520 + 12 * 2 * 32 * 16
+
+
+def test_models_without_our_attention_count_their_weights_only():
+    model = create_model("lstm", vocab_size=64, n_layer=1, n_embd=16, hidden_size=32)
+    flops = TrainingFlops.of(model)
+    assert flops.attention == 0 and flops.per_token(1000) == flops.weights
+    lookups = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    tied = model.get_output_embeddings() is not None
+    multiplying = sum(p.numel() for p in model.parameters()) - (0 if tied else lookups)
+    assert flops.weights == 6 * multiplying
+
+
+def test_peak_flops_by_gpu_name_and_precision():
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB", "bf16") == 312e12
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
+    assert gpu_peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert gpu_peak_flops("NVIDIA A10G", "bf16") == 125e12
+    assert gpu_peak_flops("Tesla T4", "fp16") == 65e12
+    assert gpu_peak_flops("Tesla T4", "bf16") is None  # emulated only
+    assert gpu_peak_flops("NVIDIA RTX A1000", "bf16") is None  # not an A100
+    assert peak_flops(torch.device("cpu"), "fp32") is None
+    assert model_flops_utilisation(2e12, 4e12) == 0.5 and model_flops_utilisation(2e12, None) is None
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_mfu_column_is_flops_per_token_times_tokens_per_sec_over_peak(make_config, tmp_path):
+    config = make_config(training={"max_steps": 4, "log_interval": 2, "precision": "fp32"})
+    run_dir = tmp_path / "run"
+    trainer = build_trainer(absolute_paths(load_config(config).config), run_dir)
+    logger = MetricsLogger(run_dir, csv_enabled=True, tensorboard=False, wandb=False, wandb_mode="offline",
+                           project="p", run_name="r", config={})
+    trainer.peak_flops = 1e9  # CPUs have no known peak; pretend this one has
+    trainer.fit(logger)
+    rows = read_rows(run_dir / "metrics" / "train.csv")
+    per_token = trainer.flops.per_token(32)  # packed windows of block_size 32
+    for row in rows:
+        expected = per_token * float(row["tokens_per_sec"]) / 1e9
+        assert float(row["mfu"]) == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_mfu_is_empty_where_the_peak_is_unknown(make_config, tmp_path):
+    import model_foundry
+
+    model_foundry.train(make_config(training={"max_steps": 2, "log_interval": 1}))
+    rows = read_rows(tmp_path / "experiments" / "pretraining" / "tiny_gpt" / "metrics" / "train.csv")
+    assert [row["mfu"] for row in rows] == ["", ""] and all(float(row["tokens_per_sec"]) > 0 for row in rows)
+
+
+def test_progress_line_shows_mfu_when_known(capsys):
+    progress = Progress(10, 0, "run")
+    progress.update(5, 2.5, 1234.0, 1e-3, 0.4123)
+    progress.update(10, 2.4, 1234.0, 1e-3, None)
+    lines = capsys.readouterr().err.splitlines()
+    assert "| mfu 41.2% |" in lines[0] and "mfu" not in lines[1]
+
+
+def test_python_dash_m_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "model_foundry", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: foundry")
+    bare = subprocess.run([sys.executable, "-m", "model_foundry"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert bare.returncode == 2  # main's exit code comes through (no command: help and 2)
