@@ -155,7 +155,10 @@ def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     assert (scratch / "tokenizer" / "tokenizer.json").read_text() == (bert / "tokenizer" / "tokenizer.json").read_text()
     assert yaml.safe_load((scratch / "resolved_config.yaml").read_text())["transfer"]["load_weights"] is False
 
+    grammar = json.loads((out / "minimal_pairs.json").read_text())
+    assert set(grammar) == {"gpt", "bert"} and all(0.0 <= value <= 1.0 for value in grammar.values())
     printed = capsys.readouterr().out
+    assert "Zero-shot agreement accuracy" in printed and "minimal-pairs" in printed
     assert "pretraining/gpt" in printed and "finetuning/scratch_classifier_all" in printed and "val ppl" in printed
     assert "What pretraining buys" in printed and "scratch" in printed.split("What pretraining buys")[1]
 
@@ -187,6 +190,7 @@ def test_a_rerun_reuses_runs_of_the_same_settings_and_trains_fresh_ones_for_othe
     monkeypatch.setattr(workflow, "run_row", lambda results, base: {"run": str(results.parent.relative_to(base))})
     monkeypatch.setattr(workflow, "plot_runs", lambda runs, path: path)
     monkeypatch.setattr(workflow, "plot_label_efficiency", lambda rows, path: path)
+    monkeypatch.setattr(workflow, "minimal_pairs_report", lambda run, paths: {"overall": 0.5})
     out = tmp_path / "out"
     runs_per_invocation = 2 + 5 * 3 + 1  # 2 pretrained, 5 classifiers per backbone (200 x3 seeds, 1000, all), 1 scorer
 

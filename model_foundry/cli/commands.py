@@ -59,10 +59,27 @@ def train(args: Namespace) -> None:
 
 
 def evaluate(args: Namespace) -> None:
+    if args.minimal_pairs:
+        return evaluate_minimal_pairs(args)
     from model_foundry.inference.evaluate import evaluate_run
 
     metrics = evaluate_run(args.run, split=args.split, checkpoint=args.checkpoint)
     print(json.dumps({"split": args.split, **metrics}, indent=2))
+
+
+def evaluate_minimal_pairs(args: Namespace) -> None:
+    """Accuracy per file and overall; `--json` writes the same as a JSON object."""
+    from model_foundry.inference.pair_evaluation import minimal_pairs_report
+
+    report = minimal_pairs_report(args.run, args.minimal_pairs, objective=args.objective, good_field=args.good_field,
+                                  bad_field=args.bad_field, checkpoint=args.checkpoint, batch_size=args.batch_size)
+    width = max(len(name) for name in report["files"])
+    for name, accuracy in report["files"].items():
+        print(f"{name:<{width}}  {accuracy:.3f}")
+    print(f"{'overall':<{width}}  {report['overall']:.3f}  ({report['pairs']} pairs)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def predict(args: Namespace) -> None:

@@ -1,7 +1,10 @@
-"""`foundry generate` and `foundry fill-mask`: a trained language model's text, at the command line."""
+"""`foundry generate`, `foundry fill-mask` and `foundry score`: a trained language model at the command line."""
 from __future__ import annotations
 
+import json
 from argparse import Namespace
+
+from model_foundry.errors import UserError
 
 
 def generate(args: Namespace) -> None:
@@ -33,3 +36,19 @@ def fill_mask(args: Namespace) -> None:
         width = max(len(repr(c["token"])) for c in candidates)
         for candidate in candidates:
             print(f"  {candidate['probability']:.4f}  {repr(candidate['token']):<{width}}  {candidate['sequence']}")
+
+
+def score(args: Namespace) -> None:
+    """One JSONL row per text: text, log_likelihood, num_tokens, token_logprobs."""
+    from model_foundry.inference.pair_evaluation import score_run, texts_of
+
+    if (args.input is None) == (args.text is None):
+        raise UserError("Give either --input FILE (one text per line) or --text \"...\" to score.")
+    texts = texts_of(args.input) if args.input is not None else args.text
+    rows = [json.dumps(result.as_row(), ensure_ascii=False)
+            for result in score_run(args.run, texts, args.objective, args.checkpoint, args.batch_size)]
+    if args.output is None:
+        print("\n".join(rows))
+        return
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(rows) + "\n", encoding="utf-8")

