@@ -165,10 +165,10 @@ def test_a_pair_file_with_a_missing_field_exits_2_naming_it(runs, tmp_path, caps
     bad.write_text('{"sentence_good": "a dog ."}\n{"good": "x", "bad": "y"}\n', encoding="utf-8")
     assert main(["eval", str(trained["gpt"]), "--minimal-pairs", str(bad)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "bad.jsonl, line 1" in err and "'sentence_bad'" in err and "Traceback" not in err
+    assert "bad.jsonl:1" in err and "'sentence_bad'" in err and "Traceback" not in err
     assert main(["eval", str(trained["gpt"]), "--minimal-pairs", str(bad), "--good-field", "good",
                  "--bad-field", "bad"]) == 2  # line 1 lacks the renamed fields
-    assert "line 1" in capsys.readouterr().err
+    assert "bad.jsonl:1" in capsys.readouterr().err
 
 
 def test_score_writes_one_row_per_text(runs, tmp_path, capsys):

@@ -7,10 +7,10 @@ ship with the package (`model_foundry/inference/minimal_pairs/`, written by
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_foundry.data.sources import iter_jsonl_rows
 from model_foundry.errors import UserError
 from model_foundry.inference.loading import load_model, load_tokenizer
 from model_foundry.inference.scoring import TextScore, judge_pairs, score_texts
@@ -47,21 +47,12 @@ def pair_files(paths: list[str], good_field: str = "sentence_good", bad_field: s
 def read_pairs(path: Path, good_field: str, bad_field: str) -> list[tuple[str, str]]:
     """(good, bad) sentences of a JSONL file; a bad row is an error naming the file, the line and the field."""
     pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}, line {number}: not valid JSON ({exc.msg}); each line holds one pair as a "
-                                f"JSON object with {good_field!r} and {bad_field!r}.") from None
-            missing = [key for key in (good_field, bad_field) if not isinstance(row, dict) or
-                       not isinstance(row.get(key), str)]
-            if missing:
-                raise UserError(f"{path}, line {number}: no text field {missing[0]!r}. Each row needs "
-                                f"{good_field!r} and {bad_field!r} (other names: --good-field / --bad-field).")
-            pairs.append((row[good_field], row[bad_field]))
+    for where, row in iter_jsonl_rows(path, good_field):
+        missing = [key for key in (good_field, bad_field) if not isinstance(row.get(key), str)]
+        if missing:
+            raise UserError(f"{where}: no text field {missing[0]!r}. Each row needs {good_field!r} and "
+                            f"{bad_field!r} (other names: --good-field / --bad-field).")
+        pairs.append((row[good_field], row[bad_field]))
     if not pairs:
         raise UserError(f"{path} holds no minimal pairs.")
     return pairs
