@@ -45,17 +45,38 @@ def new_experiment(args: Namespace) -> None:
     print(f"Wrote {path}\nEdit it (data paths at least), then run: foundry train {name} -m {kind}")
 
 
-def train(args: Namespace) -> None:
+def train(args: Namespace) -> int | None:
     from model_foundry.reporting.runs import format_table, run_row
+    from model_foundry.training.distributed import is_first_process
     from model_foundry.training.run import run_training
 
     target = args.target or args.name
     if target is None:
         raise UserError("Say what to train: `foundry train NAME` (an experiment) or `foundry train config.yaml`.")
     path = config_path(target, args.mode, args.root)
+    if args.nproc != 1:
+        return train_in_processes(path, args)
     _, run_dir = run_training(path, overrides=args.overrides, out=args.out, mode=args.mode)
-    print("\n" + format_table([run_row(run_dir / "results.json", run_dir.parent)]))
-    print(f"\nRun directory: {run_dir}")
+    if is_first_process():
+        print("\n" + format_table([run_row(run_dir / "results.json", run_dir.parent)]))
+        print(f"\nRun directory: {run_dir}")
+    return None
+
+
+def train_in_processes(path: Path, args: Namespace) -> int:
+    """`foundry train ... --nproc N`: check the config here (a mistake exits 2 before any worker
+    starts), then run `foundry train` with the same arguments, less --nproc, in N workers."""
+    from model_foundry.config import load_config
+    from model_foundry.training.distributed import check_world_size
+    from model_foundry.training.launch import launch_workers
+
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {args.nproc}.")
+    check_world_size(load_config(path, list(args.overrides)).config.training, args.nproc)
+    worker_args = ["train", str(path), *(["--mode", args.mode] if args.mode else []),
+                   *(f"--set={override}" for override in args.overrides),
+                   *(["--out", str(args.out)] if args.out is not None else [])]
+    return launch_workers(args.nproc, worker_args)
 
 
 def evaluate(args: Namespace) -> None:

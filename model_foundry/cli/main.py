@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    from model_foundry.training.trainer import TrainingInterrupted
+    from model_foundry.training.step_state import TrainingInterrupted
 
     try:
         return args.handler(args) or 0
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set training.learning_rate=3e-4 (repeatable)")
     train.add_argument("--out", type=Path, help="the run directory (default <output_dir>/<kind>/<name>)")
     train.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root for names")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train in N local processes through torchrun (DDP, or FSDP with training.distributed: "
+                            "fsdp); the same model as one process")
     train.set_defaults(handler=commands.train)
 
     sweep = sub.add_parser("sweep", help="train a grid of config values over seeds; CSV tables and a plot",

@@ -220,6 +220,9 @@ class TrainingSection(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     compile: bool = False
+    # How several processes (--nproc N, torchrun) share the model: ddp (a full copy each, gradients
+    # all-reduced) or fsdp (FSDP2: parameters, gradients and optimizer state sharded).
+    distributed: Literal["ddp", "fsdp"] = "ddp"
     resume: bool = False
     resume_from: str | None = None
     strict: bool = True

@@ -1,10 +1,14 @@
-"""An endless, exactly resumable stream of batches, sharded by rank for data-parallel training.
+"""An endless, exactly resumable stream of batches, optionally sharded by rank.
 
 Everything random is a pure function of (seed, epoch, batch index, rank): the order of an epoch is
 a permutation drawn from a generator seeded by (seed, epoch), and each batch's collator gets a
 generator seeded by (seed, epoch, batch index, rank). So the stream's whole position is two
 integers, and resuming jumps straight there instead of replaying the batches before it. The global
 RNG is never touched, so the model's dropout does not shift the data and vice versa.
+
+The trainer's data-parallel processes do not shard the stream: each reads the one stream a single
+process reads and trains on its share of every step's rows (`model_foundry.training.distributed`),
+so N processes train on what one would, step for step, and the position is the same for every N.
 """
 from __future__ import annotations
 
@@ -109,11 +113,20 @@ class BatchStream:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
+        return self.batch_at(*self.advance())
+
+    def skip(self) -> None:
+        """Move past the next batch without reading or collating it (data-parallel training skips the
+        micro-batches that other processes train on, so every process keeps the same position)."""
+        self.advance()
+
+    def advance(self) -> tuple[int, int]:
+        """The (epoch, batch index) of the next batch, moving the position past it."""
         if self.batch_index >= self.batches_per_epoch:
             self.epoch, self.batch_index = self.epoch + 1, 0
-        batch = self.batch_at(self.epoch, self.batch_index)
+        position = (self.epoch, self.batch_index)
         self.batch_index += 1
-        return batch
+        return position
 
     def one_pass(self) -> Iterator[dict[str, torch.Tensor]]:
         """One epoch's batches in a fixed order (epoch 0), without moving the stream's position.

@@ -1,5 +1,5 @@
 """Progress display: a tqdm bar with loss, tokens/s, MFU (where the device's peak is known) and ETA
-on a terminal, plain log lines elsewhere."""
+on a terminal, plain log lines elsewhere; nothing at all on the processes other than rank 0."""
 from __future__ import annotations
 
 import sys
@@ -7,9 +7,9 @@ import time
 
 
 class Progress:
-    def __init__(self, total_steps: int, start_step: int, label: str):
-        self.total = total_steps
-        self.interactive = sys.stderr.isatty()
+    def __init__(self, total_steps: int, start_step: int, label: str, enabled: bool = True):
+        self.total, self.enabled = total_steps, enabled
+        self.interactive = enabled and sys.stderr.isatty()
         self.started = time.perf_counter()
         self.start_step = start_step
         self.bar = None
@@ -21,6 +21,8 @@ class Progress:
 
     def update(self, step: int, loss: float, tokens_per_sec: float, lr: float, mfu: float | None) -> None:
         """Called at each log interval with the current step and the latest numbers (MFU where known)."""
+        if not self.enabled:
+            return
         if self.bar is not None:
             extra = {"mfu": f"{mfu:.1%}"} if mfu is not None else {}
             self.bar.n = step
@@ -34,6 +36,8 @@ class Progress:
               f"eta {format_seconds(eta)}", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
+        if not self.enabled:
+            return
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:

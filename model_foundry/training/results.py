@@ -1,7 +1,9 @@
 """What a finished run leaves for people and scripts: `results.json` and `run.json`.
 
 Final metrics come from `checkpoints/best` when there is a val split (the model selection the
-user asked for), else from `checkpoints/last`, evaluated on the full val and test splits.
+user asked for), else from `checkpoints/last`, evaluated on the full val and test splits. With
+several processes every one of them loads and evaluates (their metrics are rank 0's) and rank 0
+alone writes.
 """
 from __future__ import annotations
 
@@ -18,18 +20,17 @@ import torch
 
 from model_foundry.config.schema import FoundryConfig
 from model_foundry.training.checkpoints import is_checkpoint
-from model_foundry.training.weights import load_weights
 
 RESULTS_FORMAT_VERSION = 1
 PACKAGES = ("model-foundry", "torch", "tokenizers", "safetensors", "numpy", "pydantic", "transformers", "peft")
 
 
 def write_results(trainer, logger) -> dict:
-    """Evaluate the chosen checkpoint on val and test, write results.json, return its content."""
+    """Evaluate the chosen checkpoint on val and test, write results.json (rank 0), return its content."""
     best_dir = trainer.checkpoint_root / "best"
     use_best = "val" in trainer.eval_streams and is_checkpoint(best_dir)
     if use_best:
-        load_weights(trainer.model, best_dir)
+        trainer.load_weights(best_dir)
     counters = trainer.counters
     model = trainer.model
     results = {
@@ -51,7 +52,8 @@ def write_results(trainer, logger) -> dict:
             results[split] = trainer.evaluate(split)
     if "test" in results:
         logger.log_eval(results["best_step"], "test", results["test"])
-    write_json_atomically(trainer.run_dir / "results.json", results)
+    if trainer.workers.is_writer:
+        write_json_atomically(trainer.run_dir / "results.json", results)
     return results
 
 

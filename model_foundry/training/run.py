@@ -1,6 +1,9 @@
 """`train()`: everything `foundry train` does, from a config to a finished run directory.
 
 config -> run directory -> tokenizer -> task (model, data) -> trainer -> results.json and plots.
+
+Under torchrun every worker runs this too: rank 0 prepares the run directory, the tokenizer and the
+token cache before the others read them, and alone writes what the run leaves behind.
 """
 from __future__ import annotations
 
@@ -22,10 +25,13 @@ from model_foundry.tasks import build_task, check_choices
 from model_foundry.tasks.registry import architecture_of
 from model_foundry.tokenizer import FoundryTokenizer, HFTokenizer, load_any_tokenizer, train_tokenizer
 from model_foundry.training import checkpoints as ckpt
+from model_foundry.training.distributed import Workers, process_group
+from model_foundry.training.ignored_keys import warn
 from model_foundry.training.metrics_log import MetricsLogger
-from model_foundry.training.results import write_results, write_run_info
-from model_foundry.training.trainer import Trainer, warn
 from model_foundry.training.plots import plot_runs
+from model_foundry.training.results import write_results, write_run_info
+from model_foundry.training.step_state import TrainingInterrupted
+from model_foundry.training.trainer import Trainer
 from model_foundry.training.transfer import load_backbone_weights, reinit_last_layers
 from model_foundry.training.weights import load_weights
 
@@ -47,36 +53,58 @@ def run_training(config_or_path: str | Path | dict | FoundryConfig,
     check_choices(loaded.config)
     run_dir = run_directory(loaded.config, out)
     config = resolved_config(loaded.config)
-    prepare_run_directory(run_dir, config, loaded.path)
-    run_info = write_run_info(run_dir, config, started=True)
-    seed_everything(config.experiment.seed)
+    with process_group(config.training.device, clean_exits=(TrainingInterrupted,)) as workers:
+        return train_in(run_dir, config, loaded.path, workers), run_dir
 
-    trainer = build_trainer(config, run_dir)
-    logging_cfg = config.logging
-    logger = MetricsLogger(run_dir, csv_enabled=logging_cfg.csv, tensorboard=logging_cfg.tensorboard,
-                           wandb=logging_cfg.wandb, wandb_mode=logging_cfg.wandb_mode,
-                           project=logging_cfg.project, run_name=config.experiment.name,
-                           config=config.model_dump(mode="json"))
+
+def train_in(run_dir: Path, config: FoundryConfig, config_path: Path | None, workers: Workers) -> dict:
+    """Train `config` in `run_dir` with these workers (one process: `Workers()`); returns the results."""
+    run_info = workers.rank_zero_first(lambda: start_run_directory(run_dir, config, config_path), lambda: None)
+    seed_everything(config.experiment.seed)
+    trainer = build_trainer(config, run_dir, workers)
+    logger = open_logger(config, run_dir, workers.is_writer)
     logger.resume_at(trainer.counters.step)
     try:
         if trainer.counters.step < trainer.total_steps:
             trainer.fit(logger, label=config.experiment.name)
-        else:
+        elif workers.is_writer:
             print(f"max_steps ({trainer.total_steps}) already reached: evaluating only.", file=sys.stderr)
         results = write_results(trainer, logger)
     finally:
         logger.close()
-    run_info["hardware"].update(device=str(trainer.device), precision=trainer.precision)
-    write_run_info(run_dir, config, started=False, previous=run_info)
-    plot_run_quietly(run_dir)
-    return results, run_dir
+    if workers.is_writer:
+        run_info["hardware"].update(device=str(trainer.device), precision=trainer.precision,
+                                    processes=workers.world_size)
+        write_run_info(run_dir, config, started=False, previous=run_info)
+        plot_run_quietly(run_dir)
+    return results
 
 
-def build_trainer(config: FoundryConfig, run_dir: Path) -> Trainer:
-    """Tokenizer, task, model and data for a run, with its checkpoint restored when resuming."""
-    tokenizer = choose_tokenizer(config, run_dir)
+def start_run_directory(run_dir: Path, config: FoundryConfig, config_path: Path | None) -> dict:
+    """Prepare the run directory and write the run.json of a starting run; returns its content."""
+    prepare_run_directory(run_dir, config, config_path)
+    return write_run_info(run_dir, config, started=True)
+
+
+def open_logger(config: FoundryConfig, run_dir: Path, writer: bool) -> MetricsLogger:
+    """The run's metric logs; a process other than rank 0 gets one that writes nothing."""
+    logging_cfg = config.logging
+    return MetricsLogger(run_dir, csv_enabled=logging_cfg.csv and writer,
+                         tensorboard=logging_cfg.tensorboard and writer, wandb=logging_cfg.wandb and writer,
+                         wandb_mode=logging_cfg.wandb_mode, project=logging_cfg.project,
+                         run_name=config.experiment.name, config=config.model_dump(mode="json"))
+
+
+def build_trainer(config: FoundryConfig, run_dir: Path, workers: Workers = Workers()) -> Trainer:
+    """Tokenizer, task, model and data for a run, with its checkpoint restored when resuming.
+
+    Rank 0 chooses (maybe trains) the tokenizer and fills the token cache first; the other workers
+    then read both, so no two processes write the same file.
+    """
+    tokenizer = workers.rank_zero_first(lambda: choose_tokenizer(config, run_dir),
+                                        lambda: load_any_tokenizer(run_dir / "tokenizer"))
     task = build_task(config, tokenizer)
-    splits = task.build_datasets(cache_directory(config))
+    splits = workers.rank_zero_first(lambda: task.build_datasets(cache_directory(config)))
     model = task.build_model()
     start_from = checkpoint_to_start_from(config, run_dir)
     warn_ineffective_start_keys(config)
@@ -89,10 +117,12 @@ def build_trainer(config: FoundryConfig, run_dir: Path) -> Trainer:
         model = apply_lora(model, config.lora)
     if start_from is not None:
         load_weights(model, start_from.path, strict=config.training.strict)
-    trainer = Trainer(config, model, task, splits, run_dir)
+    trainer = Trainer(config, model, task, splits, run_dir, workers)
+    workers.seed_dropout(config.experiment.seed)
     if start_from is not None and start_from.full_state:
         trainer.load_state_dict(ckpt.load_trainer_state(start_from.path))
-        print(f"Resuming at step {trainer.counters.step} from {start_from.path}.", file=sys.stderr)
+        if workers.is_writer:
+            print(f"Resuming at step {trainer.counters.step} from {start_from.path}.", file=sys.stderr)
     return trainer
 
 

@@ -12,37 +12,39 @@ uninterrupted run ends.
 The hot loop never waits for the device: targets and tokens are counted on the host batches before
 they move, each step's loss stays on the device, and the loop reads it only at log steps, once per
 `log_interval` (evaluation and checkpoints wait for the device anyway).
+
+Several processes (`model_foundry.training.distributed`) train the model one process trains: each
+takes its share of every step's rows, the loss is normalised by the targets of all of them, and
+rank 0 alone writes. Every process evaluates the whole split and rank 0's metrics are shared, so all
+of them take the same decisions (best checkpoint, early stopping, a plateau's learning rate).
 """
 from __future__ import annotations
 
 import math
 import signal
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
-from model_foundry.config.schema import FoundryConfig, TrainingSection
+from model_foundry.config.schema import FoundryConfig
 from model_foundry.data import BatchStream
 from model_foundry.errors import UserError
 from model_foundry.tasks import DatasetSplits, Task, metric_is_maximised
 from model_foundry.tasks.base import move_to
 from model_foundry.training import checkpoints as ckpt
+from model_foundry.training.distributed import Workers, check_world_size, step_pieces
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
+from model_foundry.training.ignored_keys import (ignored_checkpoint_keys, ignored_distributed_keys,
+                                                ignored_validation_keys, warn)
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
 from model_foundry.training.precision import autocast, make_grad_scaler, resolve_device, resolve_precision
 from model_foundry.training.progress import Progress
 from model_foundry.training.schedules import ignored_schedule_keys, make_schedule
+from model_foundry.training.step_state import (Counters, StepLoss, StepResult, TrainingInterrupted, Window,
+                                               real_tokens, without_full_masks)
 from model_foundry.training.transfer import TransferPlan
-
-
-def warn(message: str) -> None:
-    """One warning line on stderr: a key that has no effect here is worth a line, never an error."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device,
@@ -57,96 +59,21 @@ def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, dev
     return metrics
 
 
-# The masks our collators write; one that hides no token says nothing the model does not assume.
-MASK_KEYS = ("attention_mask", "mlm_attention_mask")
-
-
-def real_tokens(batch: dict) -> int:
-    """The batch's real (unpadded) tokens; call it on the host batch, where it costs no device sync."""
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-
-
-def without_full_masks(batch: dict) -> dict:
-    """The host batch less the attention masks that hide nothing.
-
-    Models read a missing mask as "every token is real", which such a mask says too. Knowing it here,
-    on the host, lets attention take its fused no-mask kernels without asking the device whether
-    the mask has padding, which would be a host-device sync on every forward.
-    """
-    return {k: v for k, v in batch.items() if k not in MASK_KEYS or not bool(v.all())}
-
-
-@dataclass
-class StepLoss:
-    """One optimizer step's loss, left on the device: reading it waits for the device, so the loop
-    reads only the losses it logs."""
-
-    losses: list[torch.Tensor] = field(default_factory=list)  # each micro-batch's mean, detached
-    counts: list[int] = field(default_factory=list)  # each micro-batch's targets
-
-    @property
-    def total(self) -> int:
-        """The step's targets, at least 1 (a step without any still divides by something)."""
-        return max(1, sum(self.counts))
-
-    def value(self) -> float:
-        """The mean over the step's targets, with one host-device sync for all micro-batches.
-
-        Summed in Python floats in micro-batch order, so it is the number a per-micro-batch
-        `float(loss)` gave to the last bit.
-        """
-        values = torch.stack(self.losses).tolist()
-        return sum(v * c for v, c in zip(values, self.counts)) / self.total
-
-
-class StepResult(NamedTuple):
-    """What one optimizer step hands the loop: its loss (on the device) and, counted on the host,
-    the real tokens it trained on and their estimated training FLOPs."""
-
-    loss: StepLoss
-    tokens: int
-    flops: float
-
-
-@dataclass
-class Window:
-    """The steps since the previous log row: its tokens/s and MFU are over them."""
-
-    start: float
-    tokens: int = 0
-    flops: float = 0.0
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; `checkpoints/last` was saved before raising."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoints/last holds the run so far")
-        self.exit_code = 128 + signum
-
-
-@dataclass
-class Counters:
-    """Everything about the loop's position that a checkpoint must restore."""
-
-    step: int = 0
-    tokens: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    elapsed_s: float = 0.0
-
-
 class Trainer:
     def __init__(self, config: FoundryConfig, model: torch.nn.Module, task: Task, splits: DatasetSplits,
-                 run_dir: Path):
+                 run_dir: Path, workers: Workers = Workers()):
         self.config, self.task, self.splits, self.run_dir = config, task, splits, run_dir
         tc = config.training
-        self.device = resolve_device(tc.device)
+        check_world_size(tc, workers.world_size)
+        self.workers = workers
+        self.pieces = step_pieces(tc.batch_size, tc.gradient_accumulation_steps, workers.world_size, workers.rank)
+        self.device = workers.device or resolve_device(tc.device)
         self.precision = resolve_precision(tc.precision, self.device)
+        self.model_state = workers.model_state(model, tc.distributed)
         self.model = model.to(self.device)
-        self.forward = torch.compile(self.model) if tc.compile else self.model
+        # `model` stays the plain module (saving, evaluation); `wrapped` is what training runs through.
+        self.wrapped = workers.wrap(self.model, tc.distributed)
+        self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.flops = TrainingFlops.of(self.model)
         self.peak_flops = peak_flops(self.device, self.precision)
         seed = config.experiment.seed
@@ -192,67 +119,80 @@ class Trainer:
     def ignored_keys(self) -> list[str]:
         """Every configured key that has no effect in this run, one message each (printed at the start)."""
         has_val = "val" in self.eval_streams
-        return [*self.ignored_validation_keys(has_val), *ignored_schedule_keys(self.config.training, has_val),
-                *self.transfer.ignored_keys(self.total_steps), *self.ignored_checkpoint_keys()]
-
-    def ignored_validation_keys(self, has_val: bool) -> list[str]:
-        """The keys that act on validation results, when there is no val split to produce any."""
-        if has_val:
-            return []
-        tc = self.config.training
-        effects = {"early_stopping_patience": (tc.early_stopping_patience, "the run never stops early"),
-                   "best_metric": (tc.best_metric, "checkpoints/best is never written"),
-                   "eval_iters": (tc.eval_iters, "nothing is evaluated during training")}
-        return [f"training.{key} has no effect without a val split ({effect}). Set data.val or data.val_fraction."
-                for key, (value, effect) in effects.items() if value is not None]
-
-    def ignored_checkpoint_keys(self) -> list[str]:
-        """`keep_last_n` prunes step checkpoints, which only `save_interval` writes."""
-        tc = self.config.training
-        if tc.save_interval is None and tc.keep_last_n != TrainingSection.model_fields["keep_last_n"].default:
-            return ["training.keep_last_n has no effect without training.save_interval (no step checkpoints "
-                    "are written)."]
-        return []
+        training = self.config.training
+        return [*ignored_validation_keys(training, has_val), *ignored_schedule_keys(training, has_val),
+                *self.transfer.ignored_keys(self.total_steps), *ignored_checkpoint_keys(training),
+                *ignored_distributed_keys(training, self.workers.alone)]
 
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything a checkpoint restores; with several processes, each one's RNG states too (a
+        collective: every process calls it)."""
         c = self.counters
-        return {"step": c.step, "tokens": c.tokens, "best_metric": c.best_metric, "best_step": c.best_step,
-                "evals_without_improvement": c.evals_without_improvement, "elapsed_s": c.elapsed_s,
-                "epoch": self.train_stream.epoch, "data": self.train_stream.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "schedule": self.schedule.state_dict(), "rng": ckpt.capture_rng()}
+        state = {"step": c.step, "tokens": c.tokens, "best_metric": c.best_metric, "best_step": c.best_step,
+                 "evals_without_improvement": c.evals_without_improvement, "elapsed_s": c.elapsed_s,
+                 "epoch": self.train_stream.epoch, "data": self.train_stream.state_dict(),
+                 "optimizer": self.model_state.optimizer_state(self.model, self.optimizer),
+                 "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(), "rng": ckpt.capture_rng()}
+        if not self.workers.alone:
+            state.update(world_size=self.workers.world_size, rank_rng=self.workers.gather_objects(state["rng"]))
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.model_state.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.train_stream.load_state_dict(state["data"])
         self.schedule.load_state_dict(state["schedule"])
-        ckpt.restore_rng(state["rng"])
+        self.restore_rng(state)
         self.counters = Counters(step=state["step"], tokens=state["tokens"], best_metric=state["best_metric"],
                                  best_step=state["best_step"],
                                  evals_without_improvement=state["evals_without_improvement"],
                                  elapsed_s=state["elapsed_s"])
 
+    def restore_rng(self, state: dict) -> None:
+        """This process's RNG states as saved, when the run was saved by as many processes as run now.
+
+        On another number the data still continues at the saved global position (every step trains
+        on the examples it would have), but the processes' random streams (dropout) cannot be
+        matched to the saved ones: they keep the streams they were seeded with, and rank 0 says so.
+        """
+        saved = state.get("world_size", 1)
+        if saved == self.workers.world_size:
+            ckpt.restore_rng(state["rank_rng"][self.workers.rank] if saved > 1 else state["rng"])
+        elif self.workers.is_writer:
+            warn(f"resuming a run saved by {saved} process(es) on {self.workers.world_size}: weights, optimizer and "
+                 "the data position (the same examples in the same steps) are restored; the random streams "
+                 "(dropout) start afresh, so the run is not bit for bit the uninterrupted one.")
+
     def save(self, name: str) -> None:
-        ckpt.save_checkpoint(self.checkpoint_root / name, self.model, self.state_dict())
+        """Write checkpoint `name` (rank 0; every process takes part and waits until it is written)."""
+        state = self.state_dict()
+        model = self.model_state.saved_model(self.model)
+        if self.workers.is_writer:
+            ckpt.save_checkpoint(self.checkpoint_root / name, model, state)
+        self.workers.barrier()
+
+    def load_weights(self, checkpoint: Path) -> None:
+        """Load a checkpoint's weights into the training model (every process; sharded under FSDP)."""
+        self.model_state.load_weights(self.model, checkpoint)
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self, logger: MetricsLogger, label: str = "train") -> Counters:
         """Train up to `total_steps`; returns the counters (best step and metric among them)."""
         tc = self.config.training
-        progress = Progress(self.total_steps, self.counters.step, label)
+        progress = Progress(self.total_steps, self.counters.step, label, enabled=self.workers.is_writer)
         previous_handlers = self.install_signal_handlers()
         self.model.train()
         started = time.perf_counter() - self.counters.elapsed_s
         window = Window(time.perf_counter())
         try:
             while self.counters.step < self.total_steps:
-                if self.stop_signal is not None:
+                stop_signal = self.workers.agreed_signal(self.stop_signal)
+                if stop_signal is not None:
                     self.counters.elapsed_s = time.perf_counter() - started
                     self.save("last")
                     progress.message(f"Saved checkpoints/last at step {self.counters.step}.")
-                    raise TrainingInterrupted(self.stop_signal)
+                    raise TrainingInterrupted(stop_signal)
                 if self.transfer.apply(self.counters.step, self.optimizer):
                     progress.message(f"step {self.counters.step}: unfreezing the backbone "
                                      f"(its LR x {self.config.transfer.unfreeze_lr_multiplier}).")
@@ -271,7 +211,8 @@ class Trainer:
                 self.counters.elapsed_s = time.perf_counter() - started
                 if tc.save_interval and step % tc.save_interval == 0:
                     self.save(f"step_{step}")
-                    ckpt.prune_step_checkpoints(self.checkpoint_root, tc.keep_last_n)
+                    if self.workers.is_writer:
+                        ckpt.prune_step_checkpoints(self.checkpoint_root, tc.keep_last_n)
                 if step % tc.eval_interval == 0 or (tc.save_interval and step % tc.save_interval == 0):
                     self.save("last")
                 if stop_early:
@@ -291,36 +232,70 @@ class Trainer:
         Reading the loss is the interval's one wait for the device; the clock stops after it, so
         tokens/s and MFU cover the device's work, not only the host's queueing of it.
         """
-        value = loss.value()
+        value = self.loss_value(loss)
         now = time.perf_counter()
         seconds = max(now - window.start, 1e-9)
-        rate, mfu = window.tokens / seconds, model_flops_utilisation(window.flops / seconds, self.peak_flops)
+        # Tokens and FLOPs are the whole global batch's; MFU is over the peak of every process's device.
+        per_device = window.flops / self.workers.world_size
+        rate, mfu = window.tokens / seconds, model_flops_utilisation(per_device / seconds, self.peak_flops)
         self.counters.elapsed_s = now - started
         logger.log_train(self.train_row(self.counters.step, value, lr, rate, mfu))
         progress.update(self.counters.step, value, rate, lr, mfu)
         return Window(now)
 
+    def loss_value(self, loss: StepLoss) -> float:
+        """The step's mean loss over the targets of every process (one device read, at log steps only)."""
+        if self.workers.alone:
+            return loss.value()
+        return float(self.workers.sum_on_device(loss.local_sum())) / loss.total
+
     def train_step(self) -> StepResult:
-        """One optimizer step over `gradient_accumulation_steps` micro-batches, counted before they move."""
-        batches = [next(self.train_stream) for _ in range(self.config.training.gradient_accumulation_steps)]
+        """One optimizer step over `gradient_accumulation_steps` micro-batches (this process's pieces of
+        them), counted before they move; targets, tokens and FLOPs are summed over the processes."""
+        batches = self.step_batches()
+        counts = [self.task.count_targets(b) for b in batches]
         tokens = [real_tokens(b) for b in batches]
         flops = sum(n * self.flops.per_token(b["input_ids"].shape[-1]) for n, b in zip(tokens, batches))
-        loss = self.accumulate_gradients(batches)
+        total_targets, total_tokens, total_flops = self.workers.sum_on_host(sum(counts), sum(tokens), flops)
+        loss = self.accumulate_gradients(batches, counts, total_targets)
         self.update_parameters()
-        return StepResult(loss, sum(tokens), flops)
+        return StepResult(loss, total_tokens, total_flops)
 
-    def accumulate_gradients(self, batches: list[dict]) -> StepLoss:
-        """Backward over host micro-batches, each weighted by its share of the real targets of them all.
+    def step_batches(self) -> list[dict]:
+        """This process's pieces of the next step's micro-batches (one process: the micro-batches whole).
+
+        Every process reads the same stream; a micro-batch it has no piece of is skipped unread, so the
+        position stays the same everywhere.
+        """
+        pieces = {piece.micro_batch: piece for piece in self.pieces}
+        batches = []
+        for index in range(self.config.training.gradient_accumulation_steps):
+            if index in pieces:
+                batches.append(pieces[index].of(next(self.train_stream)))
+            else:
+                self.train_stream.skip()
+        return batches
+
+    def accumulate_gradients(self, batches: list[dict], counts: list[int] | None = None,
+                             total: int | None = None) -> StepLoss:
+        """Backward over host micro-batches, each weighted by its share of the real targets of the step.
 
         The result equals the gradient of one big batch's mean loss over its targets. The targets are
         counted before a batch moves to the device, so the weights cost no sync; returns the loss.
+        `counts` are the batches' targets (counted here by default), `total` those of the whole
+        global batch over every process (default: these batches' own). DDP averages the processes'
+        gradients, so each loss is also multiplied by their number: the sum is the one-process
+        gradient. Gradients are synchronised in the last batch's backward only.
         """
-        loss = StepLoss(counts=[self.task.count_targets(b) for b in batches])
-        for batch, count in zip(batches, loss.counts):
+        counts = [self.task.count_targets(b) for b in batches] if counts is None else counts
+        loss = StepLoss(counts=counts, total=max(1, sum(counts) if total is None else total))
+        processes = self.workers.world_size
+        for index, (batch, count) in enumerate(zip(batches, counts)):
             inputs = move_to(without_full_masks(batch), self.device)
-            with autocast(self.device, self.precision):
-                micro_loss = self.task.training_loss(self.forward, inputs)
-            self.scaler.scale(micro_loss * (count / loss.total)).backward()
+            with self.workers.gradient_sync(self.wrapped, synchronise=index == len(batches) - 1):
+                with autocast(self.device, self.precision):
+                    micro_loss = self.task.training_loss(self.forward, inputs)
+                self.scaler.scale(micro_loss * (count * processes / loss.total)).backward()
             loss.losses.append(micro_loss.detach())
         return loss
 
@@ -343,8 +318,14 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------------------------
     def evaluate(self, split: str, limit: int | None = None) -> dict:
-        """The task's metrics on a split (the first `limit` batches of a fixed order, or all)."""
-        return evaluate_stream(self.task, self.model, self.eval_streams[split], self.device, self.precision, limit)
+        """The task's metrics on a split (the first `limit` batches of a fixed order, or all).
+
+        Every process evaluates every batch, so the metrics are exactly one process's (FSDP's forward
+        needs every process anyway); rank 0's are shared so that all take the same decisions.
+        """
+        metrics = evaluate_stream(self.task, self.model, self.eval_streams[split], self.device, self.precision,
+                                  limit)
+        return self.workers.broadcast_object(metrics)
 
     def evaluate_and_track(self, logger: MetricsLogger, progress: Progress) -> bool:
         """Evaluate val, save `best` on improvement; True when early stopping should end the run."""

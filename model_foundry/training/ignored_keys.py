@@ -1,0 +1,41 @@
+"""Keys that have no effect in a run: one warning line each, never an error."""
+from __future__ import annotations
+
+import sys
+
+from model_foundry.config.schema import TrainingSection
+from model_foundry.training.distributed import is_first_process
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr: a key that has no effect here is worth a line, never an error.
+    Only the first process says it: N workers would say the same N times."""
+    if is_first_process():
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def ignored_validation_keys(tc: TrainingSection, has_val: bool) -> list[str]:
+    """The keys that act on validation results, when there is no val split to produce any."""
+    if has_val:
+        return []
+    effects = {"early_stopping_patience": (tc.early_stopping_patience, "the run never stops early"),
+               "best_metric": (tc.best_metric, "checkpoints/best is never written"),
+               "eval_iters": (tc.eval_iters, "nothing is evaluated during training")}
+    return [f"training.{key} has no effect without a val split ({effect}). Set data.val or data.val_fraction."
+            for key, (value, effect) in effects.items() if value is not None]
+
+
+def ignored_checkpoint_keys(tc: TrainingSection) -> list[str]:
+    """`keep_last_n` prunes step checkpoints, which only `save_interval` writes."""
+    if tc.save_interval is None and tc.keep_last_n != TrainingSection.model_fields["keep_last_n"].default:
+        return ["training.keep_last_n has no effect without training.save_interval (no step checkpoints "
+                "are written)."]
+    return []
+
+
+def ignored_distributed_keys(tc: TrainingSection, alone: bool) -> list[str]:
+    """`training.distributed` chooses how several processes share the model; one has nothing to share."""
+    if alone and tc.distributed != TrainingSection.model_fields["distributed"].default:
+        return [f"training.distributed: {tc.distributed} has no effect in one process (start several with "
+                "--nproc N or torchrun)."]
+    return []
