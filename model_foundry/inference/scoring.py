@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from model_foundry.errors import UserError
 from model_foundry.inference.fill_mask import masked_lm_logits
-from model_foundry.inference.generation import eval_mode
+from model_foundry.inference.generation import context_size, eval_mode
 from model_foundry.training.precision import autocast, resolve_precision
 
 OBJECTIVES = ("clm", "mlm")
@@ -76,13 +76,6 @@ def scoring_objective(model: nn.Module, objective: str | None = None) -> str:
     return natural
 
 
-def context_length(model: nn.Module) -> int | None:
-    """The longest row the model reads (None: no limit, recurrent models)."""
-    if getattr(model, "model_type", None) in ("lstm", "gru", "rnn"):
-        return None
-    return getattr(getattr(model, "config", None), "block_size", None)
-
-
 @torch.no_grad()
 def score_texts(model: nn.Module, tokenizer, texts: Sequence[str], objective: str | None = None,
                 batch_size: int = 64, precision: str = "auto") -> list[TextScore]:
@@ -98,7 +91,7 @@ def score_texts(model: nn.Module, tokenizer, texts: Sequence[str], objective: st
     for text, ids in zip(texts, encoded):
         if not ids:
             raise UserError(f"The text {text!r} has no tokens to score; remove empty lines from the input.")
-    limit = context_length(model)
+    limit = context_size(model)
     if objective == "clm":
         queries = causal_queries(encoded, tokenizer.eos_id, limit)
     else:
