@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from model_foundry.errors import UserError
 from model_foundry.inference.fill_mask import masked_lm_logits
 from model_foundry.inference.generation import context_size, eval_mode
+from model_foundry.tasks.registry import sees_both_directions
 from model_foundry.training.precision import autocast, resolve_precision
 
 OBJECTIVES = ("clm", "mlm")
@@ -59,10 +60,8 @@ def scoring_objective(model: nn.Module, objective: str | None = None) -> str:
     task = getattr(model, "default_task", None)
     if task == "hybrid":
         return objective or "clm"
-    config = getattr(model, "config", None)
-    sees_both = (getattr(config, "attention_type", None) == "bidirectional"
-                 or bool(getattr(config, "bidirectional", False)))
-    if task in ("masked_lm", "replaced_token_detection") or (task == "causal_lm" and sees_both):
+    if task in ("masked_lm", "replaced_token_detection") or (
+            task == "causal_lm" and sees_both_directions(getattr(model, "config", None))):
         natural = "mlm"
     elif task == "causal_lm":
         natural = "clm"

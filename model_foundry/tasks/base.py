@@ -104,6 +104,12 @@ class Task(ABC):
         return int((batch["labels"] != -100).sum())
 
 
+def real_tokens(batch: dict) -> int:
+    """The batch's real (unpadded) tokens; on a host batch it costs no device sync."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
 def metric_is_maximised(name: str) -> bool:
     return name in MAXIMISED_METRICS
 

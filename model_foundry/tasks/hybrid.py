@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import replace
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -29,7 +30,7 @@ from torch import nn
 from model_foundry.data import CausalLMCollator, MaskedLMCollator
 from model_foundry.errors import UserError
 from model_foundry.models.hybrid import DEFAULT_LOSS_WEIGHTS, HybridLM
-from model_foundry.tasks.base import language_model_metrics
+from model_foundry.tasks.base import language_model_metrics, real_tokens
 from model_foundry.tasks.language_modeling import LanguageModelingTask
 from model_foundry.tasks.registry import register_task
 
@@ -115,8 +116,13 @@ class HybridTask(LanguageModelingTask):
             losses["mlm"] = self.loss_modifiers(output.mlm_logits, targets)
         if len(losses) == 1:
             return next(iter(losses.values()))
-        mlm_weight, clm_weight = self.model_settings()[1].loss_weights
+        mlm_weight, clm_weight = self.loss_weights
         return mlm_weight * losses["mlm"] + clm_weight * losses["clm"]
+
+    @cached_property
+    def loss_weights(self) -> list[float]:
+        """[mlm, clm]: the weights the model's own loss uses (a wrapped model may not expose its config)."""
+        return self.model_settings()[1].loss_weights
 
     def count_targets(self, batch: dict) -> int:
         """The batch's real tokens, whichever objective it trains.
@@ -125,8 +131,7 @@ class HybridTask(LanguageModelingTask):
         times a masked one when both fall in one accumulated step, while a step of one
         batch weighs it fully: the objectives' balance would depend on gradient_accumulation_steps.
         """
-        mask = batch.get("attention_mask")
-        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        return real_tokens(batch)
 
     def evaluate(self, model: nn.Module, batches: Iterable[dict],
                  autocast: AbstractContextManager) -> dict[str, float]:

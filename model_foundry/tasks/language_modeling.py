@@ -22,7 +22,7 @@ from model_foundry.data import (CausalLMCollator, CausalWindows, MaskedLMCollato
 from model_foundry.errors import UserError
 from model_foundry.models.registry import create_config, get_architecture
 from model_foundry.tasks.base import DatasetSplits, Task, language_model_metrics
-from model_foundry.tasks.registry import register_task
+from model_foundry.tasks.registry import bidirectional_key, register_task, sees_both_directions
 
 
 class LanguageModelingTask(Task):
@@ -156,17 +156,6 @@ class MaskedLMTask(LanguageModelingTask):
         return MaskedLMCollator(pad_id=tok.pad_id, mask_id=tok.mask_id, vocab_size=tok.vocab_size,
                                 special_ids=tok.special_ids, mlm_probability=self.config.task.mlm_probability,
                                 pad_to_multiple_of=self.config.task.pad_to_multiple_of)
-
-
-def sees_both_directions(settings) -> bool:
-    """True for a model whose every position reads the whole sequence (it cannot learn causal LM)."""
-    return getattr(settings, "attention_type", None) == "bidirectional" or bool(getattr(settings, "bidirectional", False))
-
-
-def bidirectional_key(settings) -> str:
-    if getattr(settings, "bidirectional", False):
-        return "model.bidirectional: true"
-    return "model.attention_type: bidirectional"
 
 
 class UnpaddedRows(Dataset):

@@ -2,6 +2,8 @@
 architecture a run trains and which objective it trains by default."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from model_foundry.config.experiments import locate_checkpoint
 from model_foundry.errors import UserError, did_you_mean
 from model_foundry.models import get_architecture, read_checkpoint_config
@@ -54,11 +56,23 @@ def default_task(config) -> str:
     """The architecture's natural objective; a model made bidirectional cannot learn causal LM (it would
     see the tokens it predicts), so it defaults to masked LM."""
     name = get_architecture(architecture_of(config)).default_task
-    values = config.model.architecture_values()
-    if name == "causal_lm" and (values.get("bidirectional") or values.get("attention_type") == "bidirectional"):
+    if name == "causal_lm" and sees_both_directions(SimpleNamespace(**config.model.architecture_values())):
         return "masked_lm"
     return name
 
 
-__all__ = ["TASKS", "architecture_of", "build_task", "check_choices", "default_task", "get_task",
-           "register_task"]
+def sees_both_directions(settings) -> bool:
+    """True for a model (config) whose every position reads the whole sequence: it cannot learn or
+    score causal LM, as each position would see the token it predicts."""
+    return getattr(settings, "attention_type", None) == "bidirectional" or bool(getattr(settings, "bidirectional", False))
+
+
+def bidirectional_key(settings) -> str:
+    """The config key that made `settings` bidirectional, for messages."""
+    if getattr(settings, "bidirectional", False):
+        return "model.bidirectional: true"
+    return "model.attention_type: bidirectional"
+
+
+__all__ = ["TASKS", "architecture_of", "bidirectional_key", "build_task", "check_choices", "default_task", "get_task",
+           "register_task", "sees_both_directions"]

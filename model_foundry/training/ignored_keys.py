@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from model_foundry.config.schema import TrainingSection
+from model_foundry.config.schema import FoundryConfig, TrainingSection
 from model_foundry.training.distributed import is_first_process
 
 
@@ -39,3 +39,24 @@ def ignored_distributed_keys(tc: TrainingSection, alone: bool) -> list[str]:
         return [f"training.distributed: {tc.distributed} has no effect in one process (start several with "
                 "--nproc N or torchrun)."]
     return []
+
+
+def ignored_start_keys(config: FoundryConfig) -> list[str]:
+    """The model and checkpoint keys that have nothing to act on in this run (said before it starts)."""
+    training, transfer = config.training, config.transfer
+    messages = []
+    if config.model.dtype is not None and config.model.architecture != "hf":
+        messages.append(f"model.dtype has no effect on architecture {config.model.architecture!r} (it loads Hugging "
+                        "Face models in that dtype); its weights stay float32, and training.precision sets mixed "
+                        "precision.")
+    if not transfer.load_weights and not transfer.init_from_checkpoint:
+        messages.append("transfer.load_weights: false has no effect without transfer.init_from_checkpoint (the model "
+                        "starts from random weights anyway).")
+    if not transfer.strict and not transfer.init_from_checkpoint:
+        messages.append("transfer.strict: false has no effect without transfer.init_from_checkpoint.")
+    if training.resume_from is None:
+        for key, value, default in (("load_only_model_state", training.load_only_model_state, False),
+                                    ("strict", training.strict, True)):
+            if value != default:
+                messages.append(f"training.{key}: {str(value).lower()} has no effect without training.resume_from.")
+    return messages

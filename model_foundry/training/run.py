@@ -26,7 +26,7 @@ from model_foundry.tasks.registry import architecture_of
 from model_foundry.tokenizer import FoundryTokenizer, HFTokenizer, load_any_tokenizer, train_tokenizer
 from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.distributed import Workers, process_group
-from model_foundry.training.ignored_keys import warn
+from model_foundry.training.ignored_keys import ignored_start_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.plots import plot_runs
 from model_foundry.training.results import write_results, write_run_info
@@ -107,7 +107,8 @@ def build_trainer(config: FoundryConfig, run_dir: Path, workers: Workers = Worke
     splits = workers.rank_zero_first(lambda: task.build_datasets(cache_directory(config)))
     model = task.build_model()
     start_from = checkpoint_to_start_from(config, run_dir)
-    warn_ineffective_start_keys(config)
+    for message in ignored_start_keys(config):
+        warn(message)
     if (config.transfer.init_from_checkpoint and config.transfer.load_weights
             and (start_from is None or not start_from.full_state)):
         load_backbone_weights(model, init_checkpoint(config), strict=config.transfer.strict)
@@ -124,24 +125,6 @@ def build_trainer(config: FoundryConfig, run_dir: Path, workers: Workers = Worke
         if workers.is_writer:
             print(f"Resuming at step {trainer.counters.step} from {start_from.path}.", file=sys.stderr)
     return trainer
-
-
-def warn_ineffective_start_keys(config: FoundryConfig) -> None:
-    """One warning line for each set key that has nothing to act on in this run."""
-    training, transfer = config.training, config.transfer
-    if config.model.dtype is not None and config.model.architecture != "hf":
-        warn(f"model.dtype has no effect on architecture {config.model.architecture!r} (it loads Hugging Face "
-             "models in that dtype); its weights stay float32, and training.precision sets mixed precision.")
-    if not transfer.load_weights and not transfer.init_from_checkpoint:
-        warn("transfer.load_weights: false has no effect without transfer.init_from_checkpoint (the model "
-             "starts from random weights anyway).")
-    if not transfer.strict and not transfer.init_from_checkpoint:
-        warn("transfer.strict: false has no effect without transfer.init_from_checkpoint.")
-    if training.resume_from is None:
-        for key, value, default in (("load_only_model_state", training.load_only_model_state, False),
-                                    ("strict", training.strict, True)):
-            if value != default:
-                warn(f"training.{key}: {str(value).lower()} has no effect without training.resume_from.")
 
 
 def add_override(overrides: dict | list, key: str, value: str) -> dict | list:

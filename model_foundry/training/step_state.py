@@ -13,12 +13,6 @@ import torch
 MASK_KEYS = ("attention_mask", "mlm_attention_mask")
 
 
-def real_tokens(batch: dict) -> int:
-    """The batch's real (unpadded) tokens; call it on the host batch, where it costs no device sync."""
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-
-
 def without_full_masks(batch: dict) -> dict:
     """The host batch less the attention masks that hide nothing.
 

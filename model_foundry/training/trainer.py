@@ -31,7 +31,7 @@ from model_foundry.config.schema import FoundryConfig
 from model_foundry.data import BatchStream
 from model_foundry.errors import UserError
 from model_foundry.tasks import DatasetSplits, Task, metric_is_maximised
-from model_foundry.tasks.base import move_to
+from model_foundry.tasks.base import move_to, real_tokens
 from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.distributed import Workers, check_world_size, step_pieces
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
@@ -43,7 +43,7 @@ from model_foundry.training.precision import autocast, make_grad_scaler, resolve
 from model_foundry.training.progress import Progress
 from model_foundry.training.schedules import ignored_schedule_keys, make_schedule
 from model_foundry.training.step_state import (Counters, StepLoss, StepResult, TrainingInterrupted, Window,
-                                               real_tokens, without_full_masks)
+                                               without_full_masks)
 from model_foundry.training.transfer import TransferPlan
 
 
