@@ -207,7 +207,7 @@ class Workers:
         # does not train (the hybrid's shared design). Buffers never change during training.
         device_ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True,
-                                                   forward_sync_buffers=False)
+                                                   broadcast_buffers=False)
 
     def gradient_sync(self, wrapped: nn.Module, synchronise: bool) -> ContextManager:
         """Where the forward and backward of a piece run: without gradient synchronisation unless
