@@ -9,6 +9,8 @@ the device), and every read of a plain tensor's value into Python (`item`, `toli
 from __future__ import annotations
 
 import csv
+import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,11 @@ import torch
 from model_foundry.config import load_config
 from model_foundry.data import BatchStream
 from model_foundry.models import create_model
-from model_foundry.training.flops import TrainingFlops, gpu_peak_flops, model_flops_utilisation, peak_flops
+from model_foundry.reporting.runs import run_row
+from model_foundry.training import flops as flops_module
+from model_foundry.training import trainer as trainer_module
+from model_foundry.training.flops import (TrainingFlops, cpu_peak_flops, gpu_peak_flops, model_flops_utilisation,
+                                          peak_flops)
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.progress import Progress
 from model_foundry.training.run import absolute_paths, build_trainer
@@ -173,7 +179,7 @@ def test_peak_flops_by_gpu_name_and_precision():
     assert gpu_peak_flops("Tesla T4", "fp16") == 65e12
     assert gpu_peak_flops("Tesla T4", "bf16") is None  # emulated only
     assert gpu_peak_flops("NVIDIA RTX A1000", "bf16") is None  # not an A100
-    assert peak_flops(torch.device("cpu"), "fp32") is None
+    assert peak_flops(torch.device("mps"), "fp32") is None  # no table, no probe
     assert model_flops_utilisation(2e12, 4e12) == 0.5 and model_flops_utilisation(2e12, None) is None
 
 
@@ -197,12 +203,34 @@ def test_mfu_column_is_flops_per_token_times_tokens_per_sec_over_peak(make_confi
         assert float(row["mfu"]) == pytest.approx(expected, rel=1e-3, abs=1e-4)
 
 
-def test_mfu_is_empty_where_the_peak_is_unknown(make_config, tmp_path):
+def test_mfu_is_empty_where_the_peak_is_unknown(make_config, tmp_path, monkeypatch):
     import model_foundry
 
+    monkeypatch.setattr(trainer_module, "peak_flops", lambda device, precision: None)  # as on MPS
     model_foundry.train(make_config(training={"max_steps": 2, "log_interval": 1}))
     rows = read_rows(tmp_path / "experiments" / "pretraining" / "tiny_gpt" / "metrics" / "train.csv")
     assert [row["mfu"] for row in rows] == ["", ""] and all(float(row["tokens_per_sec"]) > 0 for row in rows)
+    assert run_row(tmp_path / "experiments" / "pretraining" / "tiny_gpt" / "results.json", tmp_path)["mfu"] == ""
+
+
+def test_cpu_mfu_comes_from_a_matmul_probe_measured_once(make_config, tmp_path, monkeypatch):
+    import model_foundry
+
+    cache = tmp_path / "cache" / "cpu_peak_flops.json"
+    peak = cpu_peak_flops("fp32", cache)
+    assert 1e8 < peak < 1e15 and list(json.loads(cache.read_text()).values()) == [peak]
+    monkeypatch.setattr(flops_module, "measure_matmul_flops", lambda *a, **k: pytest.fail("measured twice"))
+    assert cpu_peak_flops("fp32", cache) == peak
+    cache.write_text("{not json")
+    monkeypatch.setattr(flops_module, "measure_matmul_flops", lambda *a, **k: 5e9)
+    assert cpu_peak_flops("fp32", cache) == 5e9  # a damaged cache is measured again
+
+    monkeypatch.setattr(trainer_module, "peak_flops", lambda device, precision: 5e9)
+    model_foundry.train(make_config(training={"max_steps": 3, "log_interval": 1}))
+    run_dir = tmp_path / "experiments" / "pretraining" / "tiny_gpt"
+    mfu = [float(row["mfu"]) for row in read_rows(run_dir / "metrics" / "train.csv")]
+    assert len(mfu) == 3 and all(value > 0 for value in mfu)
+    assert run_row(run_dir / "results.json", tmp_path)["mfu"] == f"{statistics.median(mfu[1:]):.1%}"
 
 
 def test_progress_line_shows_mfu_when_known(capsys):

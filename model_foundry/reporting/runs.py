@@ -1,13 +1,15 @@
 """`foundry runs`: one row per finished run, read from its results.json."""
 from __future__ import annotations
 
+import csv
 import json
+import statistics
 from pathlib import Path
 
 import yaml
 
-COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "val loss", "val ppl", "val bits/tok", "val",
-           "best", "test")
+COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "mfu", "val loss", "val ppl", "val bits/tok",
+           "val", "best", "test")
 LANGUAGE_MODEL_TASKS = ("causal_lm", "masked_lm", "hybrid")
 
 
@@ -30,6 +32,7 @@ def run_row(results_path: Path, root: Path) -> dict[str, str]:
         "steps": str(run.get("steps", "")),
         "tokens": human_count(run.get("tokens")),
         "tok/s": f"{run['tokens_per_sec']:,.0f}" if run.get("tokens_per_sec") else "",
+        "mfu": typical_mfu(run_dir / "metrics" / "train.csv"),
         "val loss": number(val.get("loss")),
         "val ppl": number(val.get("perplexity"), 2),
         # Bits per token of next-token prediction for causal LMs and hybrids (bits per character with the
@@ -39,6 +42,18 @@ def run_row(results_path: Path, root: Path) -> dict[str, str]:
         "best": f"step {results.get('best_step')} ({results.get('checkpoint')})",
         "test": headline(test),
     }
+
+
+def typical_mfu(train_csv: Path) -> str:
+    """The median `mfu` of the logged rows as a percentage (the first row, with warm-up, left out when
+    there are others); empty when the run logged none or its device's peak was unknown."""
+    try:
+        with open(train_csv, newline="", encoding="utf-8") as handle:
+            values = [float(row["mfu"]) for row in csv.DictReader(handle) if row.get("mfu")]
+    except (OSError, ValueError, KeyError):
+        return ""
+    values = values[1:] if len(values) > 1 else values
+    return f"{statistics.median(values):.1%}" if values else ""
 
 
 def headline(metrics: dict) -> str:

@@ -6,13 +6,21 @@ recomputation): per trained token, 6 FLOPs for each weight that multiplies (2 in
 4 in the backward pass), plus, for every attention layer, 12 x width x context for the scores and
 their weighted sum (full attention: causal masking is not discounted).
 
-The peak is the device's dense datasheet FLOP/s at the precision the run trains in. It is known for
-common NVIDIA GPUs only; elsewhere (the CPU, Apple's MPS, an unlisted GPU) MFU is None.
+The peak is the device's dense datasheet FLOP/s at the precision the run trains in, for common NVIDIA
+GPUs. A CPU has no datasheet figure that holds for a given thread count, so its peak is measured: a
+short probe of large matrix products in the run's dtype with the process's threads, once per
+machine, thread count, dtype and torch version, cached in `~/.cache/model_foundry/cpu_peak_flops.json`.
+Elsewhere (Apple's MPS, an unlisted GPU) MFU is None.
 """
 from __future__ import annotations
 
+import json
+import os
+import platform
 import re
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -64,8 +72,15 @@ class TrainingFlops:
         return self.weights + self.attention * context
 
 
+# The CPU probe: products of PROBE_SIZE x PROBE_SIZE matrices, repeated for at least PROBE_SECONDS.
+PROBE_SIZE = 1024
+PROBE_SECONDS = 0.3
+
+
 def peak_flops(device: torch.device, precision: str) -> float | None:
     """The device's dense peak FLOP/s at `precision`, or None where it is not known."""
+    if device.type == "cpu":
+        return cpu_peak_flops(precision)
     if device.type != "cuda":
         return None
     if precision == "fp32" and torch.get_float32_matmul_precision() != "highest":
@@ -79,6 +94,59 @@ def gpu_peak_flops(name: str, precision: str) -> float | None:
         if re.search(rf"\b{pattern}\b", name):
             return peaks.get(precision)
     return None
+
+
+def cpu_peak_flops(precision: str, cache: Path | None = None) -> float:
+    """This CPU's matrix-product FLOP/s in the run's dtype with the current thread count, from the
+    cache or measured once (about half a second) and cached."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16" else torch.float32
+    cache = cache or cache_root() / "cpu_peak_flops.json"
+    key = f"{cpu_name()}|{os.cpu_count()} cores|{torch.get_num_threads()} threads|{dtype}|torch {torch.__version__}"
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict) or not isinstance(known.get(key), (int, float)):
+        known = known if isinstance(known, dict) else {}
+        known[key] = measure_matmul_flops(dtype)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(known, indent=1) + "\n", encoding="utf-8")
+            partial.replace(cache)
+        except OSError:
+            pass  # a read-only home: measure again next time
+    return float(known[key])
+
+
+def measure_matmul_flops(dtype: torch.dtype, size: int = PROBE_SIZE, seconds: float = PROBE_SECONDS) -> float:
+    """The best FLOP/s of `size`-square matrix products in `dtype` over about `seconds` (after one warm-up)."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator).to(dtype) for _ in range(2))
+    torch.mm(a, b)
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return 2.0 * size ** 3 / best
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cache_root() -> Path:
+    """`$XDG_CACHE_HOME/model_foundry`, else `~/.cache/model_foundry`."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "model_foundry"
 
 
 def model_flops_utilisation(flops_per_second: float, peak: float | None) -> float | None:
