@@ -3,7 +3,8 @@
 A task decides the datasets, the collator, the model (backbone plus head), the training loss and
 the metrics. The trainer knows nothing else about it: it feeds batches, minimises
 `task.training_loss(model, batch)` (the model's own loss unless the task reshapes it, e.g. with
-loss modifiers), and asks the task to evaluate. The dry run calls the same function.
+loss modifiers), and asks the task for evaluation totals (sums, predictions: parts that add up across
+processes) and for the metrics they give. The dry run calls the same loss function.
 """
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ from model_foundry.models.heads.loss_modifiers import LossModifierPipeline, crea
 # Metrics where larger is better; every other metric is minimised when choosing the best checkpoint.
 MAXIMISED_METRICS = {"accuracy", "f1_macro", "f1_micro", "token_accuracy", "entity_f1", "pearson",
                      "spearman", "mlm_accuracy", "rtd_accuracy"}
+
+
+def add_totals(parts: list[dict]) -> dict:
+    """Evaluation totals of several processes as one: numbers summed, lists concatenated in order."""
+    merged = dict(parts[0])
+    for part in parts[1:]:
+        for key, value in part.items():
+            merged[key] = merged[key] + value
+    return merged
 
 
 @dataclass
@@ -60,9 +70,14 @@ class Task(ABC):
         """`collate(items, generator) -> batch`, the batch a dict of tensors the model takes."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, batches: Iterable[dict],
-                 autocast: AbstractContextManager) -> dict[str, float]:
-        """Metrics over `batches` (already on the model's device), with `metric_names` as keys."""
+    def evaluation_totals(self, model: nn.Module, batches: Iterable[dict],
+                          autocast: AbstractContextManager) -> dict:
+        """What the metrics need from `batches` (already on the model's device), in parts that add up
+        across processes: numbers are summed and lists concatenated (`add_totals`)."""
+
+    @abstractmethod
+    def metrics_from_totals(self, totals: dict) -> dict[str, float]:
+        """The metrics, with `metric_names` as keys, from the totals of every batch of a split."""
 
     def use_trained_model(self, model: nn.Module) -> None:
         """Adopt what a trained model knows about the task (its labels) before evaluating it."""

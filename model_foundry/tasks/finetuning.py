@@ -193,20 +193,25 @@ class FinetuningTask(Task):
     def criterion(self) -> str:
         return self.config.task.criterion or self.default_criterion
 
-    def evaluate(self, model: nn.Module, batches: Iterable[dict],
-                 autocast: AbstractContextManager) -> dict:
-        outputs, kept, loss_sum, count = [], [], 0.0, 0
+    def evaluation_totals(self, model: nn.Module, batches: Iterable[dict],
+                          autocast: AbstractContextManager) -> dict:
+        """The loss summed over targets, and every batch's logits and host copy (the metrics need all
+        predictions: F1 or Pearson are not sums)."""
+        totals = {"loss_sum": 0.0, "count": 0, "outputs": [], "batches": []}
         for batch in batches:
             with autocast:
                 output = model(**batch)
             size = self.count_targets(batch)
-            loss_sum += float(output.loss.float()) * size
-            count += size
-            outputs.append(output.logits.float().cpu())
-            kept.append({k: v.cpu() for k, v in batch.items()})
-        if count == 0:
+            totals["loss_sum"] += float(output.loss.float()) * size
+            totals["count"] += size
+            totals["outputs"].append(output.logits.float().cpu())
+            totals["batches"].append({k: v.cpu() for k, v in batch.items()})
+        return totals
+
+    def metrics_from_totals(self, totals: dict) -> dict:
+        if totals["count"] == 0:
             raise UserError("The evaluation split has no labelled examples.")
-        return {"loss": loss_sum / count, **self.metrics(outputs, kept)}
+        return {"loss": totals["loss_sum"] / totals["count"], **self.metrics(totals["outputs"], totals["batches"])}
 
     def count_targets(self, batch: dict) -> int:
         """Integer labels other than -100 (class ids, token tags), else rows (scores); free on the host batch."""

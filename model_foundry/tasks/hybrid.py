@@ -133,28 +133,30 @@ class HybridTask(LanguageModelingTask):
         """
         return real_tokens(batch)
 
-    def evaluate(self, model: nn.Module, batches: Iterable[dict],
-                 autocast: AbstractContextManager) -> dict[str, float]:
+    def evaluation_totals(self, model: nn.Module, batches: Iterable[dict],
+                          autocast: AbstractContextManager) -> dict:
         """Both objectives on every batch (whatever a shared-design batch was drawn to train)."""
-        clm_sum = mlm_sum = 0.0
-        clm_count = mlm_count = correct = 0
+        totals = {"clm_sum": 0.0, "mlm_sum": 0.0, "clm_count": 0, "mlm_count": 0, "correct": 0}
         for batch in batches:
             with autocast:
                 output = model(**{**batch, "objective": "both"})
             clm_targets = int((batch["labels"] != IGNORE_INDEX).sum())
             masked = batch["mlm_labels"] != IGNORE_INDEX
             mlm_targets = int(masked.sum())
-            clm_sum += float(output.clm_loss.float()) * clm_targets
-            mlm_sum += float(output.mlm_loss.float()) * mlm_targets
-            clm_count += clm_targets
-            mlm_count += mlm_targets
-            correct += int((output.mlm_logits.argmax(-1)[masked] == batch["mlm_labels"][masked]).sum())
-        if clm_count == 0 or mlm_count == 0:
+            totals["clm_sum"] += float(output.clm_loss.float()) * clm_targets
+            totals["mlm_sum"] += float(output.mlm_loss.float()) * mlm_targets
+            totals["clm_count"] += clm_targets
+            totals["mlm_count"] += mlm_targets
+            totals["correct"] += int((output.mlm_logits.argmax(-1)[masked] == batch["mlm_labels"][masked]).sum())
+        return totals
+
+    def metrics_from_totals(self, totals: dict) -> dict[str, float]:
+        if totals["clm_count"] == 0 or totals["mlm_count"] == 0:
             raise UserError("The evaluation split has no targets to score; give it more text or lower "
                             "training.eval_iters / model.block_size.")
-        clm_loss, mlm_loss = clm_sum / clm_count, mlm_sum / mlm_count
-        mlm_weight, clm_weight = model.config.loss_weights
+        clm_loss, mlm_loss = totals["clm_sum"] / totals["clm_count"], totals["mlm_sum"] / totals["mlm_count"]
+        mlm_weight, clm_weight = self.loss_weights
         metrics = language_model_metrics(clm_loss)
-        metrics.update(loss=mlm_weight * mlm_loss + clm_weight * clm_loss, mlm_accuracy=correct / mlm_count,
-                       mlm_loss=mlm_loss, clm_loss=clm_loss)
+        metrics.update(loss=mlm_weight * mlm_loss + clm_weight * clm_loss,
+                       mlm_accuracy=totals["correct"] / totals["mlm_count"], mlm_loss=mlm_loss, clm_loss=clm_loss)
         return metrics

@@ -108,24 +108,27 @@ class LanguageModelingTask(Task):
             return model(**batch).loss
         return self.loss_modifiers(model(**batch).logits, batch["labels"])
 
-    def evaluate(self, model: nn.Module, batches: Iterable[dict],
-                 autocast: AbstractContextManager) -> dict[str, float]:
-        total_loss, total_targets, correct = 0.0, 0, 0
+    def evaluation_totals(self, model: nn.Module, batches: Iterable[dict],
+                          autocast: AbstractContextManager) -> dict:
+        totals = {"loss_sum": 0.0, "targets": 0, "correct": 0}
         for batch in batches:
             with autocast:
                 output = model(**batch)
             targets = batch["labels"] != -100
             count = int(targets.sum())
-            total_loss += float(output.loss.float()) * count
-            total_targets += count
+            totals["loss_sum"] += float(output.loss.float()) * count
+            totals["targets"] += count
             if not self.causal:
-                correct += int((output.logits.argmax(-1)[targets] == batch["labels"][targets]).sum())
-        if total_targets == 0:
+                totals["correct"] += int((output.logits.argmax(-1)[targets] == batch["labels"][targets]).sum())
+        return totals
+
+    def metrics_from_totals(self, totals: dict) -> dict[str, float]:
+        if totals["targets"] == 0:
             raise UserError("The evaluation split has no targets to score; give it more text or lower "
                             "training.eval_iters / model.block_size.")
-        metrics = language_model_metrics(total_loss / total_targets)
+        metrics = language_model_metrics(totals["loss_sum"] / totals["targets"])
         if not self.causal:
-            metrics["mlm_accuracy"] = correct / total_targets
+            metrics["mlm_accuracy"] = totals["correct"] / totals["targets"]
         return metrics
 
 

@@ -38,6 +38,12 @@ DISCRIMINATOR_ARCHITECTURES = ("bert", "gpt", "electra")
 EVAL_SAMPLING_SEED = 0
 
 
+def eval_sampling_seed(batch: dict) -> int:
+    """The seed of the generator's samples on an evaluation batch: from the batch's tokens, so a batch
+    gets the same replacements wherever it falls (any process, any position in the split)."""
+    return EVAL_SAMPLING_SEED + int(batch["input_ids"].sum())
+
+
 @register_task("replaced_token_detection")
 class ReplacedTokenDetectionTask(LanguageModelingTask):
     causal = False  # masked LM's windows: [CLS] then text
@@ -77,29 +83,33 @@ class ReplacedTokenDetectionTask(LanguageModelingTask):
         """Real tokens: the discriminator's loss, the bulk of the objective, averages over them."""
         return int(batch["attention_mask"].sum())
 
-    def evaluate(self, model: nn.Module, batches: Iterable[dict],
-                 autocast: AbstractContextManager) -> dict[str, float]:
-        mlm_sum = rtd_sum = 0.0
-        masked_count = real_count = mlm_correct = rtd_correct = replaced_count = 0
-        for index, batch in enumerate(batches):
-            sampler = torch.Generator(device=batch["input_ids"].device).manual_seed(EVAL_SAMPLING_SEED + index)
+    def evaluation_totals(self, model: nn.Module, batches: Iterable[dict],
+                          autocast: AbstractContextManager) -> dict:
+        totals = {"mlm_sum": 0.0, "rtd_sum": 0.0, "masked": 0, "real": 0, "mlm_correct": 0, "rtd_correct": 0,
+                  "replaced": 0}
+        for batch in batches:
+            sampler = torch.Generator(device=batch["input_ids"].device).manual_seed(eval_sampling_seed(batch))
             with autocast:
                 output = model(**batch, sampling_generator=sampler)
             masked = batch["labels"] != IGNORE_INDEX
             real = batch["attention_mask"].bool()
             masked_targets, real_targets = int(masked.sum()), int(real.sum())
-            mlm_sum += float(output.mlm_loss.float()) * masked_targets
-            rtd_sum += float(output.rtd_loss.float()) * real_targets
-            masked_count += masked_targets
-            real_count += real_targets
-            mlm_correct += int((output.mlm_logits.argmax(-1) == batch["labels"][masked]).sum())
+            totals["mlm_sum"] += float(output.mlm_loss.float()) * masked_targets
+            totals["rtd_sum"] += float(output.rtd_loss.float()) * real_targets
+            totals["masked"] += masked_targets
+            totals["real"] += real_targets
+            totals["mlm_correct"] += int((output.mlm_logits.argmax(-1) == batch["labels"][masked]).sum())
             predicted = output.logits.float() > 0
-            rtd_correct += int((predicted == output.replaced)[real].sum())
-            replaced_count += int(output.replaced[real].sum())
-        if masked_count == 0:
+            totals["rtd_correct"] += int((predicted == output.replaced)[real].sum())
+            totals["replaced"] += int(output.replaced[real].sum())
+        return totals
+
+    def metrics_from_totals(self, totals: dict) -> dict[str, float]:
+        if totals["masked"] == 0:
             raise UserError("The evaluation split has no targets to score; give it more text or lower "
                             "training.eval_iters / model.block_size.")
-        mlm_loss, rtd_loss = mlm_sum / masked_count, rtd_sum / real_count
-        return {"loss": mlm_loss + model.config.rtd_weight * rtd_loss, "mlm_loss": mlm_loss,
-                "mlm_accuracy": mlm_correct / masked_count, "rtd_loss": rtd_loss,
-                "rtd_accuracy": rtd_correct / real_count, "replaced_share": replaced_count / real_count}
+        mlm_loss, rtd_loss = totals["mlm_sum"] / totals["masked"], totals["rtd_sum"] / totals["real"]
+        return {"loss": mlm_loss + self.config.task.rtd_weight * rtd_loss, "mlm_loss": mlm_loss,
+                "mlm_accuracy": totals["mlm_correct"] / totals["masked"], "rtd_loss": rtd_loss,
+                "rtd_accuracy": totals["rtd_correct"] / totals["real"],
+                "replaced_share": totals["replaced"] / totals["real"]}

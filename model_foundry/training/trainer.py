@@ -31,7 +31,7 @@ from model_foundry.config.schema import FoundryConfig
 from model_foundry.data import BatchStream
 from model_foundry.errors import UserError
 from model_foundry.tasks import DatasetSplits, Task, metric_is_maximised
-from model_foundry.tasks.base import move_to, real_tokens
+from model_foundry.tasks.base import add_totals, move_to, real_tokens
 from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.distributed import Workers, check_world_size, step_pieces
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
@@ -50,13 +50,22 @@ from model_foundry.training.transfer import TransferPlan
 def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device,
                     precision: str, limit: int | None = None) -> dict:
     """The task's metrics over one ordered pass of `stream` (its first `limit` batches, or all)."""
-    batches = (move_to(b, device) for i, b in enumerate(stream.one_pass()) if limit is None or i < limit)
+    return task.metrics_from_totals(stream_totals(task, model, stream, device, precision, limit))
+
+
+def stream_totals(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device, precision: str,
+                  limit: int | None = None, share: tuple[int, int] = (0, 1)) -> dict:
+    """The task's evaluation totals over one ordered pass of `stream` (its first `limit` batches, or
+    all); with `share` (rank, processes), over every processes-th batch from the rank-th on."""
+    rank, processes = share
+    batches = (move_to(b, device) for i, b in enumerate(stream.one_pass())
+               if (limit is None or i < limit) and i % processes == rank)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        metrics = task.evaluate(model, batches, autocast(device, precision))
+        totals = task.evaluation_totals(model, batches, autocast(device, precision))
     model.train(was_training)
-    return metrics
+    return totals
 
 
 class Trainer:
@@ -320,12 +329,19 @@ class Trainer:
     def evaluate(self, split: str, limit: int | None = None) -> dict:
         """The task's metrics on a split (the first `limit` batches of a fixed order, or all).
 
-        Every process evaluates every batch, so the metrics are exactly one process's (FSDP's forward
-        needs every process anyway); rank 0's are shared so that all take the same decisions.
+        Under DDP each process evaluates every N-th batch and the totals of all (sums, and every
+        prediction where a metric needs them) make the metrics, so they are one process's, up to the
+        order of summation. FSDP's forward needs every process on every batch, so there each
+        evaluates the whole split and rank 0's metrics are shared. Either way all processes get the
+        same metrics and take the same decisions.
         """
-        metrics = evaluate_stream(self.task, self.model, self.eval_streams[split], self.device, self.precision,
-                                  limit)
-        return self.workers.broadcast_object(metrics)
+        stream = self.eval_streams[split]
+        if self.workers.alone or self.config.training.distributed == "fsdp":
+            metrics = evaluate_stream(self.task, self.model, stream, self.device, self.precision, limit)
+            return self.workers.broadcast_object(metrics)
+        share = (self.workers.rank, self.workers.world_size)
+        totals = stream_totals(self.task, self.model, stream, self.device, self.precision, limit, share)
+        return self.task.metrics_from_totals(add_totals(self.workers.gather_objects(totals)))
 
     def evaluate_and_track(self, logger: MetricsLogger, progress: Progress) -> bool:
         """Evaluate val, save `best` on improvement; True when early stopping should end the run."""
