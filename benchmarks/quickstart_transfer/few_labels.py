@@ -4,7 +4,7 @@ README "What pretraining buys at small budgets". Run by hand from the repository
 
     python benchmarks/quickstart_transfer/few_labels.py tokenizer
     python benchmarks/quickstart_transfer/few_labels.py pretrain OUT [--corpus quickstart|reviews|review-rows]
-        [--steps 400] [--mask 0.15] [--lr 1e-3]
+        [--steps 400] [--mask 0.15] [--lr 1e-3] [--objective masked_lm|replaced_token_detection]
     python benchmarks/quickstart_transfer/few_labels.py finetune RUN OUT [--labels 200] [--pooler mean]
         [--scratch] [--freeze-embeddings] [--probe]
 
@@ -71,7 +71,7 @@ def pretrain(args: argparse.Namespace) -> None:
     train({"experiment": {"name": "bert", "kind": "pretraining", "seed": 1337, "output_dir": str(args.out)},
            "tokenizer": {"path": str(TOKENIZER)}, "data": corpus_files(args.corpus),
            "model": {"architecture": "bert", **MODEL},
-           "task": {"type": "masked_lm", "mlm_probability": args.mask},
+           "task": {"type": args.objective, "mlm_probability": args.mask},
            "training": {**TRAINING, "max_steps": args.steps, "learning_rate": args.lr,
                         "batch_size": 64 if args.corpus == "review-rows" else TRAINING["batch_size"]}})
 
@@ -105,6 +105,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--mask", type=float, default=0.15)
     p.add_argument("--lr", type=float, default=TRAINING["learning_rate"])
+    p.add_argument("--objective", choices=["masked_lm", "replaced_token_detection"], default="masked_lm")
     p.set_defaults(func=pretrain)
     f = commands.add_parser("finetune")
     f.add_argument("run", type=Path)
