@@ -100,7 +100,7 @@ def cpu_peak_flops(precision: str, cache: Path | None = None) -> float:
     """This CPU's matrix-product FLOP/s in the run's dtype with the current thread count, from the
     cache or measured once (about half a second) and cached."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16" else torch.float32
-    cache = cache or cache_root() / "cpu_peak_flops.json"
+    cache = cache or Path.home() / ".cache" / "model_foundry" / "cpu_peak_flops.json"  # beside the quickstart's data
     key = f"{cpu_name()}|{os.cpu_count()} cores|{torch.get_num_threads()} threads|{dtype}|torch {torch.__version__}"
     try:
         known = json.loads(cache.read_text(encoding="utf-8"))
@@ -142,11 +142,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cache_root() -> Path:
-    """`$XDG_CACHE_HOME/model_foundry`, else `~/.cache/model_foundry`."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "model_foundry"
 
 
 def model_flops_utilisation(flops_per_second: float, peak: float | None) -> float | None:
