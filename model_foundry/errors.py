@@ -7,11 +7,33 @@ traceback. Everything else is our bug and exits with code 1.
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from collections.abc import Iterable
+from pathlib import Path
+
+# Set by `foundry train --nproc` for its workers: where each writes the user error it stopped on.
+WORKER_ERRORS_ENV = "FOUNDRY_WORKER_ERRORS"
 
 
 class UserError(Exception):
     """A problem the user can fix; the message says where it is and what would be valid."""
+
+
+def report_user_error(text: str) -> None:
+    """Print a user's mistake (exit 2 follows) once, not once per worker.
+
+    Every worker reads the same config and data, so a mistake stops them all with the same message:
+    under `--nproc` rank 0 prints it and the others only leave it for the launcher, which prints a
+    worker's message itself when rank 0 had none. Without the launcher (one process, or a cluster's
+    torchrun) every process prints its own.
+    """
+    directory, rank = os.environ.get(WORKER_ERRORS_ENV), os.environ.get("RANK")
+    if directory and rank is not None:
+        Path(directory, f"rank{rank}.txt").write_text(text, encoding="utf-8")
+        if rank != "0":
+            return
+    print(text, file=sys.stderr)
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:

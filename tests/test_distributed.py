@@ -23,8 +23,9 @@ from safetensors.torch import load_file
 import model_foundry
 from model_foundry.config.schema import TrainingSection
 from model_foundry.data import BatchStream
-from model_foundry.errors import UserError
+from model_foundry.errors import WORKER_ERRORS_ENV, UserError, report_user_error
 from model_foundry.training.distributed import Piece, check_shardable, check_world_size, step_pieces
+from model_foundry.training.launch import unprinted_worker_error
 
 SENTIMENT = [("a good film", 1), ("great fun", 1), ("i loved it", 1), ("a bad film", 0), ("awful fun", 0),
              ("i hated it", 0)] * 12
@@ -192,6 +193,32 @@ def test_a_run_whose_worker_was_killed_resumes_to_the_end(make_config, tmp_path)
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
+def test_a_users_mistake_under_nproc_is_printed_once(make_config, tmp_path):
+    """Both workers stop on the same bad row; the paragraph appears once, without torch's own log line."""
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in SENTIMENT[:8]) + "awful\t\n")
+    config = make_config("gpt", experiment={"name": "bad_rows", "kind": "finetuning"},
+                         task={"type": "sequence_classification"}, training={"batch_size": 4, "max_steps": 2},
+                         data={"train": {"path": str(data)}, "format": "tsv", "text_column": "sentence",
+                               "label_column": "label"})
+    done = run_two_processes(config, tmp_path, "bad_rows")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count(f"{data}:10") == 1 and "label is empty" in done.stderr, done.stderr
+    assert "exitcode" not in done.stderr and "Worker 0 exited with code 2" in done.stderr
+
+
+def test_the_launcher_prints_a_workers_mistake_that_rank_zero_did_not(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(WORKER_ERRORS_ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "1")
+    report_user_error("error: only rank 1 saw this")
+    assert capsys.readouterr().err == ""  # a worker other than rank 0 leaves it to the launcher
+    assert unprinted_worker_error(tmp_path, 1) == "error: only rank 1 saw this"
+    monkeypatch.setenv("RANK", "0")
+    report_user_error("error: rank 0 too")
+    assert capsys.readouterr().err == "error: rank 0 too\n"
+    assert unprinted_worker_error(tmp_path, 1) is None  # rank 0 printed one already
+
+
 def write_config(config: dict, directory: Path) -> Path:
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

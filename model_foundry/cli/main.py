@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from model_foundry.config.choices import TOKENIZER_TYPES
-from model_foundry.errors import UserError
+from model_foundry.errors import UserError, report_user_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except UserError as error:
-        print(textwrap.fill(f"error: {error}", width=100), file=sys.stderr)
+        report_user_error(textwrap.fill(f"error: {error}", width=100))
         return 2
     except TrainingInterrupted as stop:
         print(str(stop), file=sys.stderr)
