@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check of issue 11 (see benchmarks/gpu/README.md). Run from the repository root:
+# One-shot GPU check of multi-process training and speed (see benchmarks/gpu/README.md). Run from the repository root:
 #
 #     bash benchmarks/gpu/check.sh            # the real thing, on a CUDA machine (~4 min on an H200)
 #     bash benchmarks/gpu/check.sh --tiny     # small shapes and steps: every non-CUDA path, on a CPU
@@ -118,12 +118,12 @@ HAS_CUDA=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev
 if [ "$HAS_CUDA" = 1 ]; then DEV=cuda; else DEV=cpu; echo "NOTE: no CUDA device: every part below runs on the CPU"; fi
 
 # ---------------------------------------------------------------------------------------------------------
-part "PART 2: foundry train, issue shape, bf16, eager vs training.compile"
+part "PART 2: foundry train, benchmark GPT, bf16, eager vs training.compile"
 TEXT="$WORK/stand_in.txt"
 step "stand-in text (${TEXT_MB} MB)" 60 "$PY" benchmarks/gpu/helpers.py text "$TEXT" --mb "$TEXT_MB"
-CFG="$WORK/gpt_issue.yaml"
+CFG="$WORK/gpt_benchmark.yaml"
 cat > "$CFG" <<EOF
-experiment: {name: gpt_issue, kind: pretraining, seed: 1337, output_dir: $WORK/experiments}
+experiment: {name: gpt_benchmark, kind: pretraining, seed: 1337, output_dir: $WORK/experiments}
 tokenizer: {type: bpe, vocab_size: $VOCAB}
 data: {train: {path: $TEXT}, val_fraction: 0.05}
 model: {architecture: gpt, $GPT_SHAPE, dropout: 0.0}

@@ -4,7 +4,7 @@ Run by hand (not a test), from the repository root:
 
     python benchmarks/vs_hf_trainer/bench.py [--steps 100] [--rounds 3] [--device auto] [--tiny]
 
-The shape is issue 11's: 6 layers, 6 heads, 384 wide, context 256, batch 16, vocabulary 8192
+The shape is the benchmark GPT's: 6 layers, 6 heads, 384 wide, context 256, batch 16, vocabulary 8192
 (`--tiny`: 2 layers, 2 heads, 64 wide, context 64, batch 8, vocabulary 512, to check the script
 quickly). Each round runs, one after the other so machine noise hits all alike:
 
@@ -25,7 +25,7 @@ draws random windows of the same shape (speed does not depend on the tokens).
 
 Prints, per loop, the median over rounds of the median tokens/s of its log windows (one window per
 log interval, steps // 10 steps; the first, with warm-up, left out), foundry's ratio to it, and the
-MFU at the loop's own precision where the device's peak is known; then issue 11's targets.
+MFU at the loop's own precision where the device's peak is known; then the speed targets.
 """
 from __future__ import annotations
 
@@ -49,13 +49,13 @@ from model_foundry.training.precision import resolve_device, resolve_precision
 
 # Model keys as foundry's `model` section and `create_model` take them; vocab, batch beside.
 SHAPES = {
-    "issue 11": ({"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256}, 16, 8192),
+    "benchmark": ({"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256}, 16, 8192),
     "tiny": ({"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64}, 8, 512),
 }
 HOT_LOOP = Path(__file__).resolve().parent.parent / "hot_loop" / "bench.py"
 FOUNDRY, TRAINER_DEFAULT, TRAINER_FAST, PLAIN = ("foundry train", "HF Trainer, defaults",
                                                  "HF Trainer, no dropout", "plain loop (hot_loop)")
-TARGETS = {TRAINER_DEFAULT: 2.5, TRAINER_FAST: 1.2}  # issue 11: foundry >= 2.5x and >= 1.2x these
+TARGETS = {TRAINER_DEFAULT: 2.5, TRAINER_FAST: 1.2}  # the speed targets: foundry >= 2.5x and >= 1.2x these
 
 
 def import_hot_loop():
@@ -186,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be at least 2: each run needs a log window after the first")
-    shape, batch, vocab = SHAPES["tiny" if args.tiny else "issue 11"]
+    shape, batch, vocab = SHAPES["tiny" if args.tiny else "benchmark"]
     device = resolve_device(args.device)
     precision = resolve_precision("auto", device)
     hot_loop = import_hot_loop()

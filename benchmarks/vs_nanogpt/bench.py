@@ -24,7 +24,7 @@ it needs and exits 0 (skipped). Otherwise:
    Both evaluate every `--eval-interval` steps (default: the largest divisor of STEPS not above 250,
    the recipe's 250 for 2000 steps), so both have an eval at step STEPS.
 3. it prints the median wall seconds and val losses over rounds, foundry's wall time as a fraction
-   of nanoGPT's, and issue 11's target: foundry in at most half of nanoGPT's wall time at a val loss
+   of nanoGPT's, and the speed target: foundry in at most half of nanoGPT's wall time at a val loss
    no worse than nanoGPT's (the 20-batch losses at step STEPS), met or NOT met.
 
 Wall time is the whole process of each side (start-up, data loading, evals, checkpoints), measured
@@ -168,7 +168,7 @@ def print_table(nano: list[dict], ours: list[dict], args: argparse.Namespace, ev
           f"checkpoint {ours[-1]['checkpoint']!r}; foundry's own training wall time "
           f"{median(ours, 'train_wall'):.1f} s)")
     wall_ok, loss_ok = o_wall <= TARGET_WALL_RATIO * n_wall, o_val <= n_val
-    print(f"target (issue 11): foundry in at most {TARGET_WALL_RATIO:.0%} of nanoGPT's wall time at a val loss no "
+    print(f"target: foundry in at most {TARGET_WALL_RATIO:.0%} of nanoGPT's wall time at a val loss no "
           f"worse than its: {'met' if wall_ok and loss_ok else 'NOT met'} "
           f"(wall x{o_wall / n_wall:.2f}: {'ok' if wall_ok else 'too slow'}; val {o_val:.4f} vs {n_val:.4f}: "
           f"{'ok' if loss_ok else 'worse'})")
