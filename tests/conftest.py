@@ -55,6 +55,23 @@ def tiny_config(corpus: Path, out_root: Path, arch: str = "gpt", **sections) -> 
     return config
 
 
+def train_tiny_runs(root: Path, lines: list[str], archs: tuple[str, ...], **sections) -> dict[str, Path]:
+    """Tiny pretraining runs of each architecture on `lines` x 60 (for module-scoped fixtures):
+    {arch: run directory}. Recurrent models take no `n_head`."""
+    import model_foundry
+
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(lines * 60) + "\n", encoding="utf-8")
+    runs = {}
+    for arch in archs:
+        config = tiny_config(corpus, root / "experiments", arch, **sections)
+        if arch in ("lstm", "gru", "rnn"):
+            del config["model"]["n_head"]
+        model_foundry.train(config)
+        runs[arch] = root / "experiments" / "pretraining" / f"tiny_{arch}"
+    return runs
+
+
 @pytest.fixture
 def make_config(tiny_corpus: Path, tmp_path: Path):
     """Build a tiny run config: make_config(arch="bert", training={...})."""

@@ -19,7 +19,7 @@ from model_foundry.models.bert import BertConfig
 from model_foundry.models.gpt import GPTConfig
 from model_foundry.models.recurrent import LSTM, LSTMConfig
 from model_foundry.tokenizer.training import train_tokenizer
-from tests.conftest import tiny_config
+from tests.conftest import train_tiny_runs
 
 VOCAB = 50
 PROMPTS = [[5, 17, 3, 42, 8, 9, 11], [7, 1], [30, 31, 32, 33]]
@@ -312,16 +312,9 @@ def test_fill_mask_uses_an_extra_mlm_head_and_refuses_causal_models(char_tokeniz
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory):
     """Tiny gpt and bert runs (char tokenizer, a few steps) for the end-to-end tests."""
-    root = tmp_path_factory.mktemp("generation_runs")
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(CORPUS_LINES * 60) + "\n", encoding="utf-8")
-    runs = {}
-    for arch in ("gpt", "bert"):
-        config = tiny_config(corpus, root / "experiments", arch,
-                             training={"max_steps": 15, "eval_interval": 15, "eval_iters": 1})
-        model_foundry.train(config)
-        runs[arch] = str(root / "experiments" / "pretraining" / f"tiny_{arch}")
-    return runs
+    runs = train_tiny_runs(tmp_path_factory.mktemp("generation_runs"), CORPUS_LINES, ("gpt", "bert"),
+                           training={"max_steps": 15, "eval_interval": 15, "eval_iters": 1})
+    return {arch: str(run) for arch, run in runs.items()}
 
 
 def test_fill_mask_on_a_trained_bert(trained_runs):

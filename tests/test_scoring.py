@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-import model_foundry
 from model_foundry.cli.main import main
 from model_foundry.errors import UserError
 from model_foundry.inference.scoring import minimal_pair_accuracy, score_texts, window_start
@@ -124,18 +123,11 @@ AGREEMENT = [("the cat sat on the mat .", "the cat sat on the mat mat ."),
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from tests.conftest import tiny_config
+    from tests.conftest import train_tiny_runs
 
     root = tmp_path_factory.mktemp("scoring")
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(TEXTS * 60) + "\n", encoding="utf-8")
-    trained = {}
-    for arch in ("gpt", "bert", "hybrid", "lstm"):
-        config = tiny_config(corpus, root / "experiments", arch, training={"max_steps": 30, "eval_interval": 30})
-        if arch == "lstm":
-            del config["model"]["n_head"]
-        model_foundry.train(config)
-        trained[arch] = root / "experiments" / "pretraining" / f"tiny_{arch}"
+    trained = train_tiny_runs(root, TEXTS, ("gpt", "bert", "hybrid", "lstm"),
+                              training={"max_steps": 30, "eval_interval": 30})
     pairs = root / "pairs"
     pairs.mkdir()
     for name in ("agreement", "repetition"):
