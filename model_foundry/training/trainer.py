@@ -15,7 +15,7 @@ they move, each step's loss stays on the device, and the loop reads it only at l
 
 Several processes (`model_foundry.training.distributed`) train the model one process trains: each
 takes its share of every step's rows, the loss is normalised by the targets of all of them, and
-rank 0 alone writes. Every process evaluates the whole split and rank 0's metrics are shared, so all
+rank 0 alone writes. Every process gets the same evaluation metrics (see `Trainer.evaluate`), so all
 of them take the same decisions (best checkpoint, early stopping, a plateau's learning rate).
 """
 from __future__ import annotations
@@ -336,10 +336,10 @@ class Trainer:
         same metrics and take the same decisions.
         """
         stream = self.eval_streams[split]
-        if self.workers.alone or self.config.training.distributed == "fsdp":
+        if self.config.training.distributed == "fsdp":
             metrics = evaluate_stream(self.task, self.model, stream, self.device, self.precision, limit)
             return self.workers.broadcast_object(metrics)
-        share = (self.workers.rank, self.workers.world_size)
+        share = (self.workers.rank, self.workers.world_size)  # one process: (0, 1), every batch
         totals = stream_totals(self.task, self.model, stream, self.device, self.precision, limit, share)
         return self.task.metrics_from_totals(add_totals(self.workers.gather_objects(totals)))
 
