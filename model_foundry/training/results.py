@@ -2,8 +2,8 @@
 
 Final metrics come from `checkpoints/best` when there is a val split (the model selection the
 user asked for), else from `checkpoints/last`, evaluated on the full val and test splits. With
-several processes every one of them loads and evaluates (their metrics are rank 0's) and rank 0
-alone writes.
+several processes every one of them loads the checkpoint and takes part in evaluating it
+(`Trainer.evaluate`), and rank 0 alone writes.
 """
 from __future__ import annotations
 
