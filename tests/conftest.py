@@ -41,7 +41,8 @@ def tiny_corpus(tmp_path: Path) -> Path:
 
 
 def tiny_config(corpus: Path, out_root: Path, arch: str = "gpt", **sections) -> dict:
-    """A config for a seconds-long run: char tokenizer, a two-layer model, a few dozen steps."""
+    """A config for a seconds-long run: char tokenizer, a two-layer model, a few dozen steps
+    (recurrent models take no `n_head`)."""
     config = {
         "experiment": {"name": f"tiny_{arch}", "seed": 7, "output_dir": str(out_root)},
         "tokenizer": {"type": "char", "vocab_size": 64},
@@ -50,6 +51,8 @@ def tiny_config(corpus: Path, out_root: Path, arch: str = "gpt", **sections) -> 
         "training": {"max_steps": 30, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 3,
                      "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "device": "cpu"},
     }
+    if arch in ("lstm", "gru", "rnn"):
+        del config["model"]["n_head"]
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)
     return config
@@ -57,17 +60,14 @@ def tiny_config(corpus: Path, out_root: Path, arch: str = "gpt", **sections) -> 
 
 def train_tiny_runs(root: Path, lines: list[str], archs: tuple[str, ...], **sections) -> dict[str, Path]:
     """Tiny pretraining runs of each architecture on `lines` x 60 (for module-scoped fixtures):
-    {arch: run directory}. Recurrent models take no `n_head`."""
+    {arch: run directory}."""
     import model_foundry
 
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(lines * 60) + "\n", encoding="utf-8")
     runs = {}
     for arch in archs:
-        config = tiny_config(corpus, root / "experiments", arch, **sections)
-        if arch in ("lstm", "gru", "rnn"):
-            del config["model"]["n_head"]
-        model_foundry.train(config)
+        model_foundry.train(tiny_config(corpus, root / "experiments", arch, **sections))
         runs[arch] = root / "experiments" / "pretraining" / f"tiny_{arch}"
     return runs
 

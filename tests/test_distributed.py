@@ -24,7 +24,7 @@ import model_foundry
 from model_foundry.config.schema import TrainingSection
 from model_foundry.data import BatchStream
 from model_foundry.errors import WORKER_ERRORS_ENV, UserError, report_user_error
-from model_foundry.training.distributed import Piece, check_shardable, check_world_size, step_pieces
+from model_foundry.training.distributed import Piece, check_shardable, check_world_size, shard_fully, step_pieces
 from model_foundry.training.launch import unprinted_worker_error
 
 SENTIMENT = [("a good film", 1), ("great fun", 1), ("i loved it", 1), ("a bad film", 0), ("awful fun", 0),
@@ -148,6 +148,41 @@ def test_fsdp_resumes_a_one_process_checkpoint_and_saves_in_its_format(make_conf
     assert [g["params"] for g in state_two["param_groups"]] == [g["params"] for g in state_one["param_groups"]]
     for index, moments in state_one["state"].items():
         torch.testing.assert_close(state_two["state"][index]["exp_avg"], moments["exp_avg"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["gpt", "lstm"])
+def test_fsdp_in_bf16_trains_like_one_process_in_bf16(make_config, tmp_path, arch):
+    """FSDP computes with bf16 copies of its float32 shards (one process casts inside autocast), so
+    the two agree to bf16's precision, not exactly; the saved weights stay float32."""
+    config = make_config(arch, model={"dropout": 0.0}, training={**EXACT, "precision": "bf16", "batch_size": 4,
+                                                                  "distributed": "fsdp"})
+    one, two = one_and_two_processes(config, tmp_path)
+    losses_one, losses_two = ([float(r["loss"]) for r in train_rows(d)] for d in (one, two))
+    assert losses_two == pytest.approx(losses_one, rel=2e-2)
+    weights_one = load_file(one / "checkpoints" / "last" / "model.safetensors")
+    weights_two = load_file(two / "checkpoints" / "last" / "model.safetensors")
+    for name, tensor in weights_one.items():
+        assert weights_two[name].dtype == torch.float32, name
+        torch.testing.assert_close(weights_two[name], tensor, rtol=0, atol=2e-2, msg=name)
+
+
+def test_fsdp_gathers_weights_in_the_training_precision_and_reduces_gradients_in_float32():
+    from torch.distributed.fsdp import FSDPModule
+
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        for precision, compute_dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            model = torch.nn.Sequential(torch.nn.ModuleList([torch.nn.Linear(4, 4)]))
+            shard_fully(model, torch.device("cpu"), 1, precision)
+            layer = model[0][0]
+            assert isinstance(layer, FSDPModule)
+            seen = []
+            layer.register_forward_pre_hook(lambda module, args: seen.append(module.weight.dtype))
+            layer(torch.randn(2, 4, dtype=compute_dtype)).float().sum().backward()
+            assert seen == [compute_dtype]
+            assert layer.weight.dtype == layer.weight.grad.dtype == torch.float32
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 # ---- stopping and resuming -----------------------------------------------------------------------------

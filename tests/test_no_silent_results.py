@@ -26,8 +26,6 @@ def write_config(tmp_path, config: dict):
 ])
 def test_causal_lm_on_a_model_that_sees_both_directions_exits_2(make_config, tmp_path, capsys, arch, model, key):
     config = make_config(arch, model=model, task={"type": "causal_lm"})
-    if arch in ("lstm", "gru"):
-        del config["model"]["n_head"]
     code, err = run_cli(capsys, "train", str(write_config(tmp_path, config)))
     assert code == 2, err
     assert "task.type causal_lm" in err and key in err and "Traceback" not in err
@@ -43,7 +41,6 @@ def test_single_stack_objectives_on_the_hybrid_exit_2(make_config, tmp_path, cap
 def test_a_causal_model_still_trains_causal_lm(make_config, tmp_path, capsys):
     config = make_config("lstm", model={"bidirectional": False, "hidden_size": 32}, task={"type": "causal_lm"},
                          training={"max_steps": 2, "eval_interval": 2})
-    del config["model"]["n_head"]
     code, err = run_cli(capsys, "train", str(write_config(tmp_path, config)))
     assert code == 0, err
 

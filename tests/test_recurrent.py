@@ -245,16 +245,9 @@ def test_task_model_pools_recurrent_states_regardless_of_padding(bidirectional, 
     torch.testing.assert_close(output.logits, alone, **ASSERT)
 
 
-def recurrent_run(tiny_corpus, root, arch: str, **sections) -> dict:
-    """A tiny_config run for a recurrent architecture (which has no attention heads)."""
-    config = tiny_config(tiny_corpus, root, arch, **sections)
-    del config["model"]["n_head"]
-    return config
-
-
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
 def test_pretraining_run_learns(tiny_corpus, tmp_path, arch):
-    config = recurrent_run(tiny_corpus, tmp_path / "experiments", arch,
+    config = tiny_config(tiny_corpus, tmp_path / "experiments", arch,
                            training={"max_steps": 40, "learning_rate": 1e-2})
     results = model_foundry.train(config)
     run_dir = tmp_path / "experiments" / "pretraining" / f"tiny_{arch}"
@@ -267,7 +260,7 @@ def test_pretraining_run_learns(tiny_corpus, tmp_path, arch):
 
 def test_bidirectional_masked_lm_run_and_finetuning_from_it(tiny_corpus, tmp_path):
     root = tmp_path / "experiments"
-    config = recurrent_run(tiny_corpus, root, "gru", model={"bidirectional": True}, task={"type": "masked_lm"},
+    config = tiny_config(tiny_corpus, root, "gru", model={"bidirectional": True}, task={"type": "masked_lm"},
                            training={"max_steps": 20})
     results = model_foundry.train(config)
     assert results["task"] == "masked_lm" and results["val"]["mlm_accuracy"] > 0.1

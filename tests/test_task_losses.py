@@ -48,7 +48,7 @@ def tagging_config(tmp_path, make_config, **task) -> dict:
 LM_CASES = {
     "gpt": ("gpt", {}, {}),
     "bert": ("bert", {}, {}),
-    "lstm": ("lstm", {"n_head": None, "hidden_size": 32}, {}),
+    "lstm": ("lstm", {"hidden_size": 32}, {}),
     "hybrid_two_stack": ("hybrid", {"hybrid_design": "two_stack"}, {}),
     "hybrid_shared_masked": ("hybrid", {"hybrid_design": "shared"}, {"causal_ratio": 0.0}),
     "hybrid_shared_causal": ("hybrid", {"hybrid_design": "shared"}, {"causal_ratio": 1.0}),
@@ -57,11 +57,7 @@ LM_CASES = {
 
 def lm_config(make_config, case: str, modifiers: dict) -> dict:
     arch, model, task = LM_CASES[case]
-    config = make_config(arch, model={k: v for k, v in model.items() if v is not None}, task=task,
-                         loss_modifiers=modifiers)
-    if "n_head" in model:
-        del config["model"]["n_head"]
-    return config
+    return make_config(arch, model=model, task=task, loss_modifiers=modifiers)
 
 
 @pytest.mark.parametrize("case", sorted(LM_CASES))

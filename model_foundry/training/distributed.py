@@ -195,14 +195,14 @@ class Workers:
             return ReplicatedState()
         return ShardedState(copy.deepcopy(model) if self.is_writer else None)
 
-    def wrap(self, model: nn.Module, strategy: str) -> nn.Module:
+    def wrap(self, model: nn.Module, strategy: str, precision: str = "fp32") -> nn.Module:
         """The module the training forward and backward go through: the model itself for one process,
-        else DDP around it (FSDP2 shards the model in place and returns it)."""
+        else DDP around it (FSDP2 shards the model in place and returns it, computing in `precision`)."""
         if self.alone:
             return model
         if strategy == "fsdp":
             check_shardable(model)
-            return shard_fully(model, self.device, self.world_size)
+            return shard_fully(model, self.device, self.world_size, precision)
         # Unused parameters are normal here: frozen ones (transfer, LoRA) and objectives a batch
         # does not train (the hybrid's shared design). Buffers never change during training.
         device_ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
@@ -230,19 +230,28 @@ def check_shardable(model: nn.Module) -> None:
                         "parameters); use training.distributed: ddp, or hybrid_design: two_stack.")
 
 
-def shard_fully(model: nn.Module, device: torch.device, world_size: int) -> nn.Module:
+def shard_fully(model: nn.Module, device: torch.device, world_size: int, precision: str = "fp32") -> nn.Module:
     """FSDP2: every block of the model's layer lists, then the root, sharded over the processes (in
-    place). Each block's weights are gathered just for its own forward and backward. Parameters
-    stay float32 and `training.precision` applies through autocast, as in one process."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    place). Each block's weights are gathered just for its own forward and backward.
 
+    The shards (the optimizer's master weights) stay float32. Under bf16 or fp16 the weights are
+    gathered and computed in that dtype, which halves what crosses the network, while gradients are
+    reduced in float32 so that summing many processes loses nothing. Autocast still runs around the
+    forward, so the operations it keeps in float32 (softmax, norms, the loss) stay there as in one process.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    # Inputs keep their dtype (float labels and masks stay exact); autocast casts where it matters.
+    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32 if compute_dtype else None,
+                                  cast_forward_inputs=False)
     mesh = init_device_mesh(device.type, (world_size,))
     for module in list(model.modules()):
         if isinstance(module, nn.ModuleList):
             for block in module:
-                fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+                fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 
 

@@ -81,7 +81,7 @@ class Trainer:
         self.model_state = workers.model_state(model, tc.distributed)
         self.model = model.to(self.device)
         # `model` stays the plain module (saving, evaluation); `wrapped` is what training runs through.
-        self.wrapped = workers.wrap(self.model, tc.distributed)
+        self.wrapped = workers.wrap(self.model, tc.distributed, self.precision)
         self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.flops = TrainingFlops.of(self.model)
         self.peak_flops = peak_flops(self.device, self.precision)
