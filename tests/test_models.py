@@ -290,3 +290,26 @@ def test_gpt_residual_projections_use_the_scaled_init():
 def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         register_architecture("gpt")(GPT)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_short_bf16_heads_train_their_cpu_attention_in_float32(masked):
+    """Below 256 x 64 elements per head, CPU bf16 attention with gradients runs in float32 (its bf16
+    backward is several times slower there) and returns bf16; longer heads and inference keep bf16."""
+    from model_foundry.models.backbones.attention import attend
+
+    generator = torch.Generator().manual_seed(0)
+    short = [torch.randn(2, 2, 16, 8, generator=generator).bfloat16().requires_grad_() for _ in range(3)]
+    mask = torch.zeros(16, 16).masked_fill(torch.ones(16, 16, dtype=torch.bool).triu(1), float("-inf")).bfloat16()
+    mask, causal = (mask, False) if masked else (None, True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = attend(*short, mask, causal, dropout=0.0)
+    exact = F.scaled_dot_product_attention(*(t.float() for t in short), attn_mask=None, is_causal=True)
+    assert trained.dtype == torch.bfloat16 and torch.equal(trained, exact.bfloat16())
+    trained.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in short)
+    with torch.no_grad():
+        inferred = attend(*short, mask, causal, dropout=0.0)
+    assert torch.equal(inferred, F.scaled_dot_product_attention(*short, attn_mask=mask, is_causal=causal))
+    long = [torch.randn(1, 1, 256, 64, generator=generator).bfloat16().requires_grad_() for _ in range(3)]
+    assert torch.equal(attend(*long, None, True, dropout=0.0), F.scaled_dot_product_attention(*long, is_causal=True))

@@ -83,7 +83,25 @@ class SelfAttention(nn.Module):
             q, k = rotate(rotary, q, positions), rotate(rotary, k, positions)
         if cache is not None:
             k, v = cache.extend(k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = attend(q, k, v, mask, is_causal, dropout=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(batch, length, channels)
         return self.residual_dropout(self.proj(y))
+
+
+# Below this many (time x head_dim) elements per head, torch's CPU flash attention trains slower in
+# bf16 than in float32: its bf16 backward pays a large cost per (batch, head) that only long, wide
+# heads amortise (torch 2.13, AMX CPU, forward + backward: 64 tokens x 32 dims 3x slower than
+# float32, 256 x 32 1.5x, 256 x 48 1.07x, 256 x 64 0.9x; benchmarks/cpu_attention.py).
+CPU_BF16_ATTENTION_MIN_ELEMENTS = 256 * 64
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout: float) -> Tensor:
+    """`F.scaled_dot_product_attention`, computed in float32 where the CPU's bf16 kernel is slow to train."""
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+            and q.size(-2) * q.size(-1) < CPU_BF16_ATTENTION_MIN_ELEMENTS):
+        mask = mask.float() if mask is not None and mask.is_floating_point() else mask
+        with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                               is_causal=is_causal, dropout_p=dropout)
+        return y.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
