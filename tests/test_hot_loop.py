@@ -9,11 +9,13 @@ the device), and every read of a plain tensor's value into Python (`item`, `toli
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -24,8 +26,8 @@ from model_foundry.models import create_model
 from model_foundry.reporting.runs import run_row
 from model_foundry.training import flops as flops_module
 from model_foundry.training import trainer as trainer_module
-from model_foundry.training.flops import (TrainingFlops, cpu_peak_flops, gpu_peak_flops, model_flops_utilisation,
-                                          peak_flops)
+from model_foundry.training.flops import (MatmulProbe, TrainingFlops, cpu_peak_flops, gpu_peak_flops,
+                                          measure_matmul_flops, model_flops_utilisation, peak_flops)
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.progress import Progress
 from model_foundry.training.run import absolute_paths, build_trainer
@@ -217,12 +219,14 @@ def test_cpu_mfu_comes_from_a_matmul_probe_measured_once(make_config, tmp_path, 
     import model_foundry
 
     cache = tmp_path / "cache" / "cpu_peak_flops.json"
-    peak = cpu_peak_flops("fp32", cache)
-    assert 1e8 < peak < 1e15 and list(json.loads(cache.read_text()).values()) == [peak]
+    monkeypatch.setattr(flops_module, "measure_matmul_flops", lambda *a, **k: MatmulProbe(7e9, idle=False))
+    assert cpu_peak_flops("fp32", cache) == 7e9 and not cache.exists()  # measured beside other work: not kept
+    monkeypatch.setattr(flops_module, "measure_matmul_flops", lambda *a, **k: MatmulProbe(9e9, idle=True))
+    assert cpu_peak_flops("fp32", cache) == 9e9 and list(json.loads(cache.read_text()).values()) == [9e9]
     monkeypatch.setattr(flops_module, "measure_matmul_flops", lambda *a, **k: pytest.fail("measured twice"))
-    assert cpu_peak_flops("fp32", cache) == peak
+    assert cpu_peak_flops("fp32", cache) == 9e9
     cache.write_text("{not json")
-    monkeypatch.setattr(flops_module, "measure_matmul_flops", lambda *a, **k: 5e9)
+    monkeypatch.setattr(flops_module, "measure_matmul_flops", lambda *a, **k: MatmulProbe(5e9, idle=True))
     assert cpu_peak_flops("fp32", cache) == 5e9  # a damaged cache is measured again
 
     monkeypatch.setattr(trainer_module, "peak_flops", lambda device, precision: 5e9)
@@ -231,6 +235,13 @@ def test_cpu_mfu_comes_from_a_matmul_probe_measured_once(make_config, tmp_path, 
     mfu = [float(row["mfu"]) for row in read_rows(run_dir / "metrics" / "train.csv")]
     assert len(mfu) == 3 and all(value > 0 for value in mfu)
     assert run_row(run_dir / "results.json", tmp_path)["mfu"] == f"{statistics.median(mfu[1:]):.1%}"
+
+
+def test_the_matmul_probe_takes_the_best_size_and_sees_whether_its_threads_had_their_cores():
+    probe = measure_matmul_flops(torch.float32, sizes=(64, 128), seconds=0.01)
+    assert 1e8 < probe.flops < 1e15
+    with patch.object(flops_module.time, "process_time", side_effect=itertools.count(0, 1e-9)):
+        assert not measure_matmul_flops(torch.float32, sizes=(64,), seconds=0.01).idle  # no CPU time: others ran
 
 
 def test_progress_line_shows_mfu_when_known(capsys):

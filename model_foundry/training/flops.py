@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -72,9 +73,19 @@ class TrainingFlops:
         return self.weights + self.attention * context
 
 
-# The CPU probe: products of PROBE_SIZE x PROBE_SIZE matrices, repeated for at least PROBE_SECONDS.
-PROBE_SIZE = 1024
+# The CPU probe: products of square matrices of each size, repeated for at least PROBE_SECONDS each.
+# Both sizes, because a small product may not use every thread (oneDNN runs a 1024-square bf16
+# product on one thread) and a large one may not fit the caches of a small CPU.
+PROBE_SIZES = (1024, 2048)
 PROBE_SECONDS = 0.3
+# A probe whose threads had less than this share of their cores ran beside other work: its figure
+# is too low, so it serves this run but is not cached.
+IDLE_SHARE = 0.8
+
+
+class MatmulProbe(NamedTuple):
+    flops: float  # the best FLOP/s over the probe's sizes
+    idle: bool  # the largest product kept every thread on its core: nothing else competed
 
 
 def peak_flops(device: torch.device, precision: str) -> float | None:
@@ -98,17 +109,21 @@ def gpu_peak_flops(name: str, precision: str) -> float | None:
 
 def cpu_peak_flops(precision: str, cache: Path | None = None) -> float:
     """This CPU's matrix-product FLOP/s in the run's dtype with the current thread count, from the
-    cache or measured once (about half a second) and cached."""
+    cache or measured (about a second) and cached when nothing else was running."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16" else torch.float32
     cache = cache or Path.home() / ".cache" / "model_foundry" / "cpu_peak_flops.json"  # beside the quickstart's data
-    key = f"{cpu_name()}|{os.cpu_count()} cores|{torch.get_num_threads()} threads|{dtype}|torch {torch.__version__}"
+    key = (f"{cpu_name()}|{os.cpu_count()} cores|{torch.get_num_threads()} threads|{dtype}|torch {torch.__version__}"
+           f"|probe {'+'.join(map(str, PROBE_SIZES))}")
     try:
         known = json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = {}
-    if not isinstance(known, dict) or not isinstance(known.get(key), (int, float)):
-        known = known if isinstance(known, dict) else {}
-        known[key] = measure_matmul_flops(dtype)
+    known = known if isinstance(known, dict) else {}
+    if isinstance(known.get(key), (int, float)):
+        return float(known[key])
+    probe = measure_matmul_flops(dtype)
+    if probe.idle:
+        known[key] = probe.flops
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             partial = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
@@ -116,21 +131,29 @@ def cpu_peak_flops(precision: str, cache: Path | None = None) -> float:
             partial.replace(cache)
         except OSError:
             pass  # a read-only home: measure again next time
-    return float(known[key])
+    return probe.flops
 
 
-def measure_matmul_flops(dtype: torch.dtype, size: int = PROBE_SIZE, seconds: float = PROBE_SECONDS) -> float:
-    """The best FLOP/s of `size`-square matrix products in `dtype` over about `seconds` (after one warm-up)."""
+def measure_matmul_flops(dtype: torch.dtype, sizes: tuple[int, ...] = PROBE_SIZES,
+                         seconds: float = PROBE_SECONDS) -> MatmulProbe:
+    """The best FLOP/s of square matrix products of each size in `dtype` (about `seconds` each, after a
+    warm-up), and whether the largest one had its threads' cores to itself: the process's CPU time
+    kept pace with wall time x threads."""
     generator = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=generator).to(dtype) for _ in range(2))
-    torch.mm(a, b)
-    best, spent = float("inf"), 0.0
-    while spent < seconds:
-        start = time.perf_counter()
+    flops, share = 0.0, 1.0
+    for size in sizes:
+        a, b = (torch.randn(size, size, generator=generator).to(dtype) for _ in range(2))
         torch.mm(a, b)
-        elapsed = time.perf_counter() - start
-        best, spent = min(best, elapsed), spent + elapsed
-    return 2.0 * size ** 3 / best
+        best, spent = float("inf"), 0.0
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        while spent < seconds:
+            start = time.perf_counter()
+            torch.mm(a, b)
+            elapsed = time.perf_counter() - start
+            best, spent = min(best, elapsed), spent + elapsed
+        share = (time.process_time() - cpu_start) / ((time.perf_counter() - wall_start) * torch.get_num_threads())
+        flops = max(flops, 2.0 * size ** 3 / best)
+    return MatmulProbe(flops, idle=share >= IDLE_SHARE)
 
 
 def cpu_name() -> str:
