@@ -46,8 +46,10 @@ SENTIMENT = [("a good film", 1), ("great fun", 1), ("i loved it", 1), ("a bad fi
              ("i hated it", 0)] * 12
 # Loose bounds for the printed verdict: one device, one process, so only kernel nondeterminism
 # (atomics in embedding backward, reduction order) separates the runs.
-LOSS_RTOL = {"fp32": 1e-4, "bf16": 2e-2}
-WEIGHT_ATOL = {"fp32": 1e-3, "bf16": 5e-2}
+# FSDP computes bf16/fp16 with gathered low-precision weights (its MixedPrecisionPolicy) where one
+# process casts under autocast, so those runs agree to the low precision only.
+LOSS_RTOL = {"fp32": 1e-4, "bf16": 2e-2, "fp16": 2e-2}
+WEIGHT_ATOL = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 5e-2}
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from model_foundry.models import create_model
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
 from model_foundry.training.precision import autocast, resolve_device, resolve_precision
 
-SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "bias": False, "dropout": 0.0}
+SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "bias": False, "dropout": 0.0, "activation": "gelu"}
 BATCH = 12
 SHAKESPEARE = Path("../shared/data/tinyshakespeare/input.txt")
 STAND_IN = "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak.\n" * 4000
