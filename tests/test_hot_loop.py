@@ -152,6 +152,23 @@ def test_a_padded_forward_compiles_to_one_graph(arch):
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
 
 
+def test_a_compiled_run_trains_in_the_mode_asked(make_config, tmp_path, monkeypatch):
+    """`training.compile_mode` reaches torch.compile; on the CPU reduce-overhead compiles without CUDA graphs."""
+    import model_foundry
+    from model_foundry.training import compilation
+
+    modes, compile_for_real = [], torch.compile
+    monkeypatch.setattr(compilation.torch, "compile",
+                        lambda module, mode=None: modes.append(mode) or compile_for_real(module, mode=mode))
+    model_foundry.train(make_config(training={"compile": True, "compile_mode": "reduce-overhead", "max_steps": 8,
+                                              "log_interval": 1, "eval_interval": 8, "precision": "fp32"}))
+    losses = [float(r["loss"]) for r in read_rows(tmp_path / "experiments" / "pretraining" / "tiny_gpt" / "metrics"
+                                                  / "train.csv")]
+    assert modes == ["reduce-overhead"] and len(losses) == 8 and losses[-1] < losses[0]
+    assert compilation.replays_cuda_graphs(True, "reduce-overhead") and not compilation.replays_cuda_graphs(
+        False, "reduce-overhead") and not compilation.replays_cuda_graphs(True, "default")
+
+
 def test_flops_of_a_tiny_gpt_by_hand():
     model = create_model("gpt", vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=16, bias=True)
     d, mlp = 32, 4 * 32

@@ -61,8 +61,8 @@ class GroupOfOne(Workers):
     def alone(self) -> bool:
         return False
 
-    def wrap(self, model, strategy):
-        wrapped = super().wrap(model, strategy)
+    def wrap(self, model, strategy, precision="fp32"):
+        wrapped = super().wrap(model, strategy, precision)
         print(f"  [{strategy}] training through {type(wrapped).__module__}.{type(wrapped).__name__}",
               file=sys.__stdout__, flush=True)
         return wrapped
@@ -135,8 +135,9 @@ def case_config(name: str, work: Path, steps: int) -> dict:
         config["data"].pop("val_fraction")
     else:
         raise SystemExit(f"unknown case {name!r}")
-    if compiled == "compile":
+    if compiled in ("compile", "graphs"):  # graphs: compiled to CUDA graphs (compile_mode reduce-overhead)
         config["training"]["compile"] = True
+        config["training"]["compile_mode"] = "reduce-overhead" if compiled == "graphs" else "default"
     return config
 
 

@@ -88,15 +88,16 @@ def log_interval(steps: int) -> int:
 
 
 def foundry_run(tokenizer_dir: Path, data: Path, out: Path, shape: dict, batch: int, steps: int,
-                device: str) -> list[float]:
-    """`model_foundry.train` at its defaults; tokens/s of each log window after the first."""
+                device: str, overrides: list[str]) -> list[float]:
+    """`model_foundry.train` at its defaults (or with `overrides`, KEY=VALUE); tokens/s of each log
+    window after the first."""
     config = {"experiment": {"name": "vs_hf_trainer", "kind": "pretraining"},
               "tokenizer": {"path": str(tokenizer_dir)},
               "data": {"train": {"path": str(data)}},
               "model": {"architecture": "gpt", **shape}, "task": {"type": "causal_lm"},
               "training": {"max_steps": steps, "batch_size": batch, "eval_interval": steps,
                            "log_interval": log_interval(steps), "device": device, "precision": "auto"}}
-    model_foundry.train(config, out=out)
+    model_foundry.train(config, overrides=overrides, out=out)
     with open(out / "metrics" / "train.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     return [float(r["tokens_per_sec"]) for r in rows[1:]]
@@ -183,6 +184,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all loops (default 3)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--tiny", action="store_true", help="a small GPT, to check the script quickly")
+    parser.add_argument("--foundry-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for foundry's run, as `foundry train --set` takes it (repeatable), "
+                             "e.g. training.compile=true")
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be at least 2: each run needs a log window after the first")
@@ -199,7 +203,7 @@ def main() -> None:
         tokenizer_dir, data, rows = make_data(Path(tmp), shape, batch, vocab, args.steps)
         for index in range(args.rounds):
             runs[FOUNDRY].append(foundry_run(tokenizer_dir, data, Path(tmp) / f"foundry_{index}", shape, batch,
-                                             args.steps, args.device))
+                                             args.steps, args.device, args.foundry_set))
             rates, trainer_setup = trainer_run(rows, Path(tmp) / f"trainer_{index}", shape, batch, vocab,
                                                args.steps, device, None)
             runs[TRAINER_DEFAULT].append(rates)
@@ -215,7 +219,8 @@ def print_table(runs: dict[str, list[list[float]]], precisions: dict[str, str], 
     print(f"\n{device.type} ({name}), GPT {shape['n_layer']} layers x {shape['n_head']} heads x {shape['n_embd']}, "
           f"context {shape['block_size']}, batch {batch}, vocab {vocab}, {args.steps} steps x {args.rounds} rounds "
           f"(log window {log_interval(args.steps)} steps), torch {torch.__version__}, transformers "
-          f"{transformers.__version__}; Trainer: {trainer_setup}")
+          f"{transformers.__version__}; Trainer: {trainer_setup}; foundry: "
+          f"{', '.join(args.foundry_set) or 'its defaults'}")
     per_token = TrainingFlops.of(create_model("gpt", vocab_size=vocab, **shape)).per_token(shape["block_size"])
     foundry = median_of_medians(runs[FOUNDRY])
     print(f"{'loop':24s} {'precision':>9s} {'tokens/s':>10s} {'foundry/loop':>12s} {'mfu':>7s}")

@@ -220,6 +220,10 @@ class TrainingSection(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     compile: bool = False
+    # torch.compile's mode when compile is true. reduce-overhead replays each step as CUDA graphs: far
+    # fewer kernel launches where small models leave a GPU launch-bound; it records a graph per input
+    # shape, so it suits pretraining's fixed-length windows more than length-bucketed finetuning.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     # How several processes (--nproc N, torchrun) share the model: ddp (a full copy each, gradients
     # all-reduced) or fsdp (FSDP2: parameters, gradients and optimizer state sharded).
     distributed: Literal["ddp", "fsdp"] = "ddp"

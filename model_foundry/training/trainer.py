@@ -33,6 +33,7 @@ from model_foundry.errors import UserError
 from model_foundry.tasks import DatasetSplits, Task, metric_is_maximised
 from model_foundry.tasks.base import add_totals, move_to, real_tokens
 from model_foundry.training import checkpoints as ckpt
+from model_foundry.training.compilation import compiled, replays_cuda_graphs
 from model_foundry.training.distributed import Workers, check_world_size, step_pieces
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
 from model_foundry.training.ignored_keys import (ignored_checkpoint_keys, ignored_distributed_keys,
@@ -82,7 +83,8 @@ class Trainer:
         self.model = model.to(self.device)
         # `model` stays the plain module (saving, evaluation); `wrapped` is what training runs through.
         self.wrapped = workers.wrap(self.model, tc.distributed, self.precision)
-        self.forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
+        self.forward = compiled(self.wrapped, tc.compile_mode) if tc.compile else self.wrapped
+        self.replays_cuda_graphs = replays_cuda_graphs(tc.compile, tc.compile_mode)
         self.flops = TrainingFlops.of(self.model)
         self.peak_flops = peak_flops(self.device, self.precision)
         seed = config.experiment.seed
@@ -299,13 +301,17 @@ class Trainer:
         counts = [self.task.count_targets(b) for b in batches] if counts is None else counts
         loss = StepLoss(counts=counts, total=max(1, sum(counts) if total is None else total))
         processes = self.workers.world_size
+        if self.replays_cuda_graphs:
+            # One replay generation per optimizer step: the gradients the first micro-batches leave in
+            # `.grad` are CUDA graph outputs, which a new generation would overwrite before they add up.
+            torch.compiler.cudagraph_mark_step_begin()
         for index, (batch, count) in enumerate(zip(batches, counts)):
             inputs = move_to(without_full_masks(batch), self.device)
             with self.workers.gradient_sync(self.wrapped, synchronise=index == len(batches) - 1):
                 with autocast(self.device, self.precision):
                     micro_loss = self.task.training_loss(self.forward, inputs)
                 self.scaler.scale(micro_loss * (count * processes / loss.total)).backward()
-            loss.losses.append(micro_loss.detach())
+            loss.losses.append(micro_loss.detach().clone())  # a CUDA graph's next replay overwrites its outputs
         return loss
 
     def update_parameters(self) -> None:
