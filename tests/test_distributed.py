@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -239,7 +240,8 @@ def test_a_users_mistake_under_nproc_is_printed_once(make_config, tmp_path):
     done = run_two_processes(config, tmp_path, "bad_rows")
     assert done.returncode == 2, done.stderr
     assert done.stderr.count(f"{data}:10") == 1 and "label is empty" in done.stderr, done.stderr
-    assert "exitcode" not in done.stderr and "Worker 0 exited with code 2" in done.stderr
+    # Both workers stop on the row; torch reports whichever exited first.
+    assert "exitcode" not in done.stderr and re.search(r"Worker [01] exited with code 2", done.stderr), done.stderr
 
 
 def test_the_launcher_prints_a_workers_mistake_that_rank_zero_did_not(tmp_path, monkeypatch, capsys):

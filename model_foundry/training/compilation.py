@@ -20,6 +20,7 @@ def compiled(module: nn.Module, mode: str) -> nn.Module:
     return torch.compile(module, mode=None if mode == "default" else mode)
 
 
-def replays_cuda_graphs(compile: bool, mode: str) -> bool:
-    """Whether training marks each forward as the start of a new CUDA graph replay."""
-    return compile and mode in CUDA_GRAPH_MODES
+def replays_cuda_graphs(enabled: bool, mode: str) -> bool:
+    """Whether training (compiled when `enabled`) replays CUDA graphs, so that each optimizer step
+    must be marked as the start of a new replay generation."""
+    return enabled and mode in CUDA_GRAPH_MODES
