@@ -15,16 +15,15 @@ from typing import Any, ClassVar
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model_foundry.errors import UserError
+from model_foundry.models.cross_entropy import IGNORE_INDEX, summed_cross_entropy
 from model_foundry.models.registry import get_architecture
 
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-IGNORE_INDEX = -100
 INIT_STD = 0.02
 
 
@@ -44,8 +43,7 @@ def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
     `labels` are aligned with `logits` already (the data pipeline shifts them for causal LM).
     A batch without any target gives 0 rather than NaN, so it adds no gradient.
     """
-    total = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(),
-                            ignore_index=IGNORE_INDEX, reduction="sum")
+    total = summed_cross_entropy(logits.flatten(0, -2), labels.flatten())
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
