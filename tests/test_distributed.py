@@ -172,7 +172,7 @@ def test_fsdp_gathers_weights_in_the_training_precision_and_reduces_gradients_in
 
     torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
     try:
-        for precision, compute_dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        for precision, compute_dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
             model = torch.nn.Sequential(torch.nn.ModuleList([torch.nn.Linear(4, 4)]))
             shard_fully(model, torch.device("cpu"), 1, precision)
             layer = model[0][0]

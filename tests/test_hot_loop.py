@@ -169,6 +169,24 @@ def test_a_compiled_run_trains_in_the_mode_asked(make_config, tmp_path, monkeypa
         False, "reduce-overhead") and not compilation.replays_cuda_graphs(True, "default")
 
 
+def test_cuda_graph_modes_begin_one_replay_generation_per_optimizer_step(make_config, tmp_path, monkeypatch):
+    """Not one per micro-batch: a new generation would overwrite the gradients earlier micro-batches
+    left in `.grad` (they are graph outputs), which failed on a GPU with gradient accumulation."""
+    import model_foundry
+    from model_foundry.training import compilation
+
+    marks = []
+    monkeypatch.setattr(compilation.torch, "compile", lambda module, mode=None: module)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    model_foundry.train(make_config(training={"compile": True, "compile_mode": "reduce-overhead", "max_steps": 4,
+                                              "gradient_accumulation_steps": 3, "eval_interval": 4}))
+    assert len(marks) == 4
+    marks.clear()
+    model_foundry.train(make_config(experiment={"name": "plain_compile"},
+                                    training={"compile": True, "max_steps": 2, "eval_interval": 2}))
+    assert marks == []
+
+
 def test_flops_of_a_tiny_gpt_by_hand():
     model = create_model("gpt", vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=16, bias=True)
     d, mlp = 32, 4 * 32
