@@ -91,7 +91,7 @@ class SelfAttention(nn.Module):
 # Below this many (time x head_dim) elements per head, torch's CPU flash attention trains slower in
 # bf16 than in float32: its bf16 backward pays a large cost per (batch, head) that only long, wide
 # heads amortise (torch 2.13, AMX CPU, forward + backward: 64 tokens x 32 dims 3x slower than
-# float32, 256 x 32 1.5x, 256 x 48 1.07x, 256 x 64 0.9x; benchmarks/cpu_attention.py).
+# float32, 256 x 32 1.5x, 256 x 48 1.07x, 256 x 64 0.9x; benchmarks/cpu_paths.py).
 CPU_BF16_ATTENTION_MIN_ELEMENTS = 256 * 64
 
 
