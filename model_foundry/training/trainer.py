@@ -311,7 +311,8 @@ class Trainer:
                 with autocast(self.device, self.precision):
                     micro_loss = self.task.training_loss(self.forward, inputs)
                 self.scaler.scale(micro_loss * (count * processes / loss.total)).backward()
-            loss.losses.append(micro_loss.detach().clone())  # a CUDA graph's next replay overwrites its outputs
+            # A CUDA graph's next replay overwrites its outputs: keep a copy of the loss, there only.
+            loss.losses.append(micro_loss.detach().clone() if self.replays_cuda_graphs else micro_loss.detach())
         return loss
 
     def update_parameters(self) -> None:
