@@ -1,12 +1,13 @@
 """`foundry runs`: one row per finished run, read from its results.json."""
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from pathlib import Path
 
 import yaml
+
+from model_foundry.training.plots import read_csv
 
 COLUMNS = ("run", "task", "arch", "params", "steps", "tokens", "tok/s", "mfu", "val loss", "val ppl", "val bits/tok",
            "val", "best", "test")
@@ -48,9 +49,8 @@ def typical_mfu(train_csv: Path) -> str:
     """The median `mfu` of the logged rows as a percentage (the first row, with warm-up, left out when
     there are others); empty when the run logged none or its device's peak was unknown."""
     try:
-        with open(train_csv, newline="", encoding="utf-8") as handle:
-            values = [float(row["mfu"]) for row in csv.DictReader(handle) if row.get("mfu")]
-    except (OSError, ValueError, KeyError):
+        values = [float(row["mfu"]) for row in read_csv(train_csv) if row.get("mfu")]
+    except (OSError, ValueError):
         return ""
     values = values[1:] if len(values) > 1 else values
     return f"{statistics.median(values):.1%}" if values else ""
