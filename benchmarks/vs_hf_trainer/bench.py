@@ -33,7 +33,6 @@ import argparse
 import csv
 import importlib.util
 import inspect
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +63,10 @@ def import_hot_loop():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+hot_loop = import_hot_loop()  # the plain loop, and its median of per-run medians
+median_of_medians = hot_loop.median_of_medians
 
 
 def make_data(folder: Path, shape: dict, batch: int, vocab: int, steps: int) -> tuple[Path, Path, torch.Tensor]:
@@ -174,10 +177,6 @@ def trainer_run(rows: torch.Tensor, out: Path, shape: dict, batch: int, vocab: i
     return clock.rates[1:], f"{optimizer}, lr {args.learning_rate:g} {schedule}"
 
 
-def median_of_medians(runs: list[list[float]]) -> float:
-    return statistics.median(statistics.median(rates) for rates in runs)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run (default 100)")
@@ -193,7 +192,6 @@ def main() -> None:
     shape, batch, vocab = SHAPES["tiny" if args.tiny else "benchmark"]
     device = resolve_device(args.device)
     precision = resolve_precision("auto", device)
-    hot_loop = import_hot_loop()
     # The plain loop reads its model shape and batch from its module: this benchmark's, with foundry's
     # model defaults spelled out (biases, no dropout), so it trains the model foundry trains.
     hot_loop.SHAPE, hot_loop.BATCH = {**shape, "bias": True, "dropout": 0.0}, batch
