@@ -158,13 +158,9 @@ def test_fsdp_in_bf16_trains_like_one_process_in_bf16(make_config, tmp_path, arc
     config = make_config(arch, model={"dropout": 0.0}, training={**EXACT, "precision": "bf16", "batch_size": 4,
                                                                   "distributed": "fsdp"})
     one, two = one_and_two_processes(config, tmp_path)
-    losses_one, losses_two = ([float(r["loss"]) for r in train_rows(d)] for d in (one, two))
-    assert losses_two == pytest.approx(losses_one, rel=2e-2)
-    weights_one = load_file(one / "checkpoints" / "last" / "model.safetensors")
+    assert_same_run(one, two, atol=2e-2, loss_rel=2e-2)
     weights_two = load_file(two / "checkpoints" / "last" / "model.safetensors")
-    for name, tensor in weights_one.items():
-        assert weights_two[name].dtype == torch.float32, name
-        torch.testing.assert_close(weights_two[name], tensor, rtol=0, atol=2e-2, msg=name)
+    assert {tensor.dtype for tensor in weights_two.values()} == {torch.float32}
 
 
 def test_fsdp_gathers_weights_in_the_training_precision_and_reduces_gradients_in_float32():
@@ -304,11 +300,12 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def assert_same_run(one: Path, two: Path, atol: float = 1e-4, rows: slice = slice(None)) -> None:
+def assert_same_run(one: Path, two: Path, atol: float = 1e-4, rows: slice = slice(None),
+                    loss_rel: float = 1e-5) -> None:
     """One train.csv row per step (those of `rows` in `one`), the same losses, the same final weights."""
     rows_one, rows_two = train_rows(one)[rows], train_rows(two)
     assert [r["step"] for r in rows_two] == [r["step"] for r in rows_one]
-    assert [float(r["loss"]) for r in rows_two] == pytest.approx([float(r["loss"]) for r in rows_one], rel=1e-5)
+    assert [float(r["loss"]) for r in rows_two] == pytest.approx([float(r["loss"]) for r in rows_one], rel=loss_rel)
     weights_one = load_file(one / "checkpoints" / "last" / "model.safetensors")
     weights_two = load_file(two / "checkpoints" / "last" / "model.safetensors")
     assert weights_one.keys() == weights_two.keys()
