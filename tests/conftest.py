@@ -1,12 +1,83 @@
-"""Shared fixtures. Tests that read ../shared/data skip cleanly when it is absent."""
+"""Shared fixtures and helpers. Tests that read ../shared/data skip cleanly when it is absent.
+
+Every test runs with HOME and the tools' cache directories in a temporary directory of the session
+(nothing is written to the real home), and with the architecture and task registries as they were
+before it (a test may register its own).
+"""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Where programs write per-user files: HOME covers ~/.cache (the CPU peak probe, the quickstart's
+# data, matplotlib, Hugging Face, wandb) and the others point there too in case a user has set them.
+HOME_VARIABLES = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "HF_HOME", "WANDB_DIR",
+                  "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "MPLCONFIGDIR")
+_real_environment: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A home of the session's own, set before the test modules are imported (some modules read
+    the home when imported) and inherited by the processes the tests start."""
+    home = Path(tempfile.mkdtemp(prefix="foundry-test-home-"))
+    copy_cpu_peak_measurement(Path.home(), home)
+    for name in HOME_VARIABLES:
+        _real_environment[name] = os.environ.get(name)
+    os.environ["HOME"] = str(home)
+    for name in HOME_VARIABLES[1:]:
+        os.environ[name] = str(home / name.lower())
+
+
+def copy_cpu_peak_measurement(real_home: Path, home: Path) -> None:
+    """Start the session's home with the CPU peak FLOP/s already measured on this machine (read, never
+    written): every trainer would otherwise probe it again whenever other work keeps it from caching."""
+    measured = Path(".cache") / "model_foundry" / "cpu_peak_flops.json"
+    if (real_home / measured).is_file():
+        (home / measured).parent.mkdir(parents=True)
+        shutil.copyfile(real_home / measured, home / measured)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = os.environ["HOME"]
+    for name, value in _real_environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def restore_registries():
+    """The registered architectures and tasks after a test are those before it: a test that registers
+    its own (tests/test_new_architecture.py) leaves no trace for the tests after it."""
+    from model_foundry.models import registry as architectures
+    from model_foundry.tasks import registry as tasks  # importing the packages registers the built-in ones
+
+    saved = [(table, dict(table)) for table in (architectures.ARCHITECTURES, architectures.PRESETS, tasks.TASKS)]
+    yield
+    for table, entries in saved:
+        table.clear()
+        table.update(entries)
+
+
+def unwrapped(text: str) -> str:
+    """`text` without any whitespace. The CLI wraps its one-paragraph errors at a fixed width,
+    breaking at spaces and after hyphens, inside paths too, so where a line breaks depends on the
+    length of the temporary path: match messages on this, through `says`."""
+    return "".join(text.split())
+
+
+def says(output: str, phrase: str) -> bool:
+    """Whether `output` contains `phrase`, wherever a wrapped paragraph broke its lines."""
+    return unwrapped(phrase) in unwrapped(output)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -42,14 +113,16 @@ def tiny_corpus(tmp_path: Path) -> Path:
 
 def tiny_config(corpus: Path, out_root: Path, arch: str = "gpt", **sections) -> dict:
     """A config for a seconds-long run: char tokenizer, a two-layer model, a few dozen steps
-    (recurrent models take no `n_head`)."""
+    (recurrent models take no `n_head`). fp32, not `precision: auto`: auto is bf16 on some CPUs and
+    fp32 on others, and a test's numbers must not depend on the processor."""
     config = {
         "experiment": {"name": f"tiny_{arch}", "seed": 7, "output_dir": str(out_root)},
         "tokenizer": {"type": "char", "vocab_size": 64},
         "data": {"train": {"path": str(corpus)}, "val_fraction": 0.1},
         "model": {"architecture": arch, "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32},
         "training": {"max_steps": 30, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 3,
-                     "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "device": "cpu"},
+                     "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "device": "cpu",
+                     "precision": "fp32"},
     }
     if arch in ("lstm", "gru", "rnn"):
         del config["model"]["n_head"]

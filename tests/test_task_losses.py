@@ -4,6 +4,7 @@ the dry run both call."""
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -133,15 +134,26 @@ def test_two_stack_hybrid_with_target_smoothing_trains_both_stacks(make_config, 
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stack.blocks.parameters())
 
 
+@pytest.mark.slow
 def test_two_stack_hybrid_learns_masked_lm_as_well_with_target_smoothing(make_config, tmp_path):
-    accuracy = {}
+    """With loss modifiers the masked stack must train too. The old trainer smoothed `output.logits`
+    (the causal stack's) against the causal labels only, so the masked stack never learnt: its val
+    masked-LM loss stayed near ln(vocab), about 3.9, and its accuracy at chance, about 0.04, where
+    training it gives about 2.7 and 0.23. fp32 (tiny_config) and the mean of three seeds: the
+    numbers do not depend on a processor's bf16 arithmetic or on one seed's tiny val set."""
+    val = {}
     for smoothing in (False, True):
-        config = lm_config(make_config, "hybrid_two_stack", {"target_smoothing_enabled": smoothing})
-        config["experiment"]["name"] = f"smoothing_{smoothing}"
-        config["training"].update(max_steps=200, eval_interval=200, learning_rate=1e-2, eval_iters=None)
-        accuracy[smoothing] = model_foundry.train(config)["val"]["mlm_accuracy"]
-    assert accuracy[False] > 0.15  # it learns: chance is about 1 / 30 characters (and 0.04 with the old bug)
-    assert accuracy[True] >= 0.8 * accuracy[False], accuracy
+        for seed in (7, 8, 9):
+            config = lm_config(make_config, "hybrid_two_stack", {"target_smoothing_enabled": smoothing})
+            config["experiment"].update(name=f"smoothing_{smoothing}_{seed}", seed=seed)
+            config["training"].update(max_steps=200, eval_interval=200, learning_rate=1e-2, eval_iters=None)
+            val[smoothing, seed] = model_foundry.train(config)["val"]
+    mean = {(smoothing, metric): statistics.mean(val[smoothing, seed][metric] for seed in (7, 8, 9))
+            for smoothing in (False, True) for metric in ("mlm_loss", "mlm_accuracy")}
+    assert mean[False, "mlm_accuracy"] > 0.12, val  # it learns: chance is about 1 / 30 characters
+    # Seeds spread the loss over about 0.3 nats; the untrained stack is about 1.2 nats worse.
+    assert mean[True, "mlm_loss"] < mean[False, "mlm_loss"] + 0.4, val
+    assert mean[True, "mlm_accuracy"] > 0.6 * mean[False, "mlm_accuracy"], val
 
 
 def test_masked_lm_asks_for_target_positions_only_unless_modifiers_need_every_one(make_config, tmp_path):
