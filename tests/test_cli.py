@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from model_foundry.cli.main import main
+from tests.conftest import says
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -60,14 +61,14 @@ def test_user_mistakes_exit_2_with_one_paragraph(tiny_corpus, tmp_path, monkeypa
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  batch_sise: 4\n")
     code, _, err = run(capsys, "train", str(bad))
-    assert code == 2 and "batch_sise" in err and "batch_size" in err and "Traceback" not in err
+    assert code == 2 and says(err, "batch_sise") and says(err, "batch_size") and "Traceback" not in err
     code, _, err = run(capsys, "train", "nonexistent")
-    assert code == 2 and "No experiment named 'nonexistent'" in err
+    assert code == 2 and says(err, "No experiment named 'nonexistent'")
     code, _, err = run(capsys, "tokenizer", "train", "--type", "bpe", "--vocab-size", "100",
                        "--input", str(tmp_path / "missing.txt"), "--out", "tok")
-    assert code == 2 and "missing.txt" in err
+    assert code == 2 and says(err, str(tmp_path / "missing.txt"))
     code, _, err = run(capsys, "runs", str(tmp_path / "empty"))
-    assert code == 2 and "No finished runs" in err
+    assert code == 2 and says(err, "No finished runs")
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--mode", "sideways"])
     assert exit_info.value.code == 2
@@ -121,4 +122,4 @@ def test_pretrain_finetune_eval_predict(tmp_path, monkeypatch, capsys):
     assert code == 0 and json.loads(out)["label"] == "0"
 
     code, _, err = run(capsys, "predict", "pre", "--text", "x")
-    assert code == 2 and "finetuning runs" in err
+    assert code == 2 and says(err, "finetuning runs")

@@ -27,6 +27,7 @@ from model_foundry.data import BatchStream
 from model_foundry.errors import WORKER_ERRORS_ENV, UserError, report_user_error
 from model_foundry.training.distributed import Piece, check_shardable, check_world_size, shard_fully, step_pieces
 from model_foundry.training.launch import unprinted_worker_error
+from tests.conftest import says, unwrapped
 
 SENTIMENT = [("a good film", 1), ("great fun", 1), ("i loved it", 1), ("a bad film", 0), ("awful fun", 0),
              ("i hated it", 0)] * 12
@@ -91,7 +92,7 @@ def test_the_launcher_refuses_an_unshareable_batch_before_starting_workers(make_
     config = write_config(make_config(training={"batch_size": 4}), tmp_path)
     done = subprocess.run([sys.executable, "-m", "model_foundry", "train", str(config), "--nproc", "3"],
                           capture_output=True, text=True, env=worker_env(), timeout=60)
-    assert done.returncode == 2 and "training.gradient_accumulation_steps" in done.stderr, done.stderr
+    assert done.returncode == 2 and says(done.stderr, "training.gradient_accumulation_steps"), done.stderr
     assert "Worker" not in done.stderr
 
 
@@ -140,7 +141,7 @@ def test_fsdp_resumes_a_one_process_checkpoint_and_saves_in_its_format(make_conf
     resumed = run_two_processes(config, tmp_path, "two", "--set", "training.distributed=fsdp",
                                 "--set", f"training.resume_from={one / 'checkpoints' / 'step_2'}")
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming a run saved by 1 process(es) on 2" in resumed.stderr
+    assert says(resumed.stderr, "resuming a run saved by 1 process(es) on 2"), resumed.stderr
     two = tmp_path / "two"
     assert [r["step"] for r in train_rows(two)] == ["3", "4"]
     assert_same_run(one, two, rows=slice(2, None))
@@ -235,7 +236,8 @@ def test_a_users_mistake_under_nproc_is_printed_once(make_config, tmp_path):
                                "label_column": "label"})
     done = run_two_processes(config, tmp_path, "bad_rows")
     assert done.returncode == 2, done.stderr
-    assert done.stderr.count(f"{data}:10") == 1 and "label is empty" in done.stderr, done.stderr
+    assert unwrapped(done.stderr).count(unwrapped(f"{data}:10")) == 1, done.stderr
+    assert says(done.stderr, "the 'label' label is empty"), done.stderr
     # Both workers stop on the row; torch reports whichever exited first.
     assert "exitcode" not in done.stderr and re.search(r"Worker [01] exited with code 2", done.stderr), done.stderr
 

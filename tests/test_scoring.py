@@ -12,6 +12,7 @@ from model_foundry.errors import UserError
 from model_foundry.inference.scoring import minimal_pair_accuracy, score_texts, window_start
 from model_foundry.models import create_model
 from model_foundry.tokenizer import train_tokenizer
+from tests.conftest import says
 
 TEXTS = ["the cat sat on the mat .", "a dog .", "to be or not to be , that is the question we ask ."]
 
@@ -156,11 +157,11 @@ def test_a_pair_file_with_a_missing_field_exits_2_naming_it(runs, tmp_path, caps
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"sentence_good": "a dog ."}\n{"good": "x", "bad": "y"}\n', encoding="utf-8")
     assert main(["eval", str(trained["gpt"]), "--minimal-pairs", str(bad)]) == 2
-    err = " ".join(capsys.readouterr().err.split())
-    assert "bad.jsonl:1" in err and "'sentence_bad'" in err and "Traceback" not in err
+    err = capsys.readouterr().err
+    assert says(err, f"{bad}:1") and "'sentence_bad'" in err and "Traceback" not in err
     assert main(["eval", str(trained["gpt"]), "--minimal-pairs", str(bad), "--good-field", "good",
                  "--bad-field", "bad"]) == 2  # line 1 lacks the renamed fields
-    assert "bad.jsonl:1" in capsys.readouterr().err
+    assert says(capsys.readouterr().err, f"{bad}:1")
 
 
 def test_score_writes_one_row_per_text(runs, tmp_path, capsys):

@@ -19,7 +19,7 @@ from model_foundry.reporting.dry_run import Inspection, dry_run
 from model_foundry.reporting.summary import (format_summary, format_weight_statistics, human_bytes, summarize,
                                              weight_statistics)
 from model_foundry.training.transfer import TransferPlan
-from tests.conftest import tiny_config
+from tests.conftest import says, tiny_config
 
 VOCAB = 53
 
@@ -233,8 +233,8 @@ def test_a_failed_dry_run_exits_2_naming_the_parameters(monkeypatch, capsys):
     assert main(["summary", "broken.yaml"]) == 2
     captured = capsys.readouterr()
     assert "not called" in captured.out, "the table is printed before the dry run fails"
-    message = " ".join(captured.err.split())
-    assert "broken.yaml (fresh weights): Dry run FAILED" in message and "extra.weight, extra.bias" in message
+    assert says(captured.err, "broken.yaml (fresh weights): Dry run FAILED"), captured.err
+    assert says(captured.err, "extra.weight, extra.bias"), captured.err
 
 
 def test_the_dry_run_of_a_shared_hybrid_checks_both_objectives(tiny_corpus, tmp_path, capsys):

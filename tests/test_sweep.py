@@ -11,7 +11,7 @@ import yaml
 
 from model_foundry.cli.main import main
 from model_foundry.sweeps import sweep as sweep_module
-from tests.conftest import tiny_config
+from tests.conftest import says, tiny_config
 
 LR = "training.learning_rate"
 
@@ -127,10 +127,10 @@ def test_bad_grid_exits_2_before_any_run(config_path, tmp_path, monkeypatch, cap
         named = "model.n_layers"
     code = main(argv)
     err = capsys.readouterr().err
-    assert code == 2 and named in err and "Traceback" not in err
+    assert code == 2 and says(err, named) and "Traceback" not in err
     assert calls == [] and not out.exists()
 
 
 def test_bad_seeds_exit_2(config_path, tmp_path, capsys):
     code = main(["sweep", str(config_path), "--grid", f"{LR}=1e-3", "--seeds", "1,two", "--out", str(tmp_path / "s")])
-    assert code == 2 and "--seeds" in capsys.readouterr().err
+    assert code == 2 and says(capsys.readouterr().err, "--seeds")
