@@ -7,9 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model_foundry.config.schema import FoundryConfig
 from model_foundry.errors import UserError
+from model_foundry.inference.generation import generate
 from model_foundry.models import (ARCHITECTURES, PRESETS, BaseLanguageModel, Bert, BertConfig, GPT, GPTConfig,
-                                  ModelOutput, create_model, get_architecture, register_architecture)
+                                  ModelOutput, create_model, get_architecture, read_checkpoint_config,
+                                  register_architecture)
+from model_foundry.tasks.registry import default_task
 from model_foundry.training.weights import load_weights
 
 VOCAB = 53
@@ -37,12 +41,27 @@ def test_forward_shapes_and_hidden_states(arch):
     assert model.backbone.hidden_size == 32 and len(model.backbone.blocks) == 2
 
 
-def test_class_attributes():
-    assert (GPT.model_type, GPT.default_task, GPT.supports_generation, GPT.config_class) == \
-        ("gpt", "causal_lm", True, GPTConfig)
-    assert (Bert.model_type, Bert.default_task, Bert.supports_generation, Bert.config_class) == \
-        ("bert", "masked_lm", False, BertConfig)
-    assert ARCHITECTURES["gpt2"] is GPT
+@pytest.mark.parametrize("arch, model, objective", [
+    ("gpt", {}, "causal_lm"), ("bert", {}, "masked_lm"), ("hybrid", {}, "hybrid"), ("lstm", {"hidden_size": 32}, "causal_lm"),
+    ("gpt", {"attention_type": "bidirectional"}, "masked_lm"), ("bert", {"attention_type": "causal"}, "masked_lm")])
+def test_a_run_without_task_type_trains_its_architectures_objective(make_config, arch, model, objective):
+    """What an architecture declares (`default_task`) decides the objective of a run that names none,
+    except that a GPT made bidirectional cannot learn causal LM."""
+    config = FoundryConfig.model_validate(make_config(arch, model=model))
+    assert config.task.type is None and default_task(config) == objective
+
+
+def test_what_the_registry_declares_decides_generation_and_saved_names(tmp_path):
+    """GPTs generate and BERTs are refused by name; the gpt2 alias builds a GPT saved as "gpt"."""
+    prompt = random_ids(1, 4)
+    assert [len(row) for row in generate(tiny("gpt"), prompt, max_new_tokens=3)] == [3]
+    with pytest.raises(UserError, match="'bert' model does not generate"):
+        generate(tiny("bert"), prompt, max_new_tokens=3)
+    alias = tiny("gpt2")
+    assert type(alias) is GPT
+    alias.save_pretrained(tmp_path / "alias")
+    assert read_checkpoint_config(tmp_path / "alias")["architecture"] == "gpt"
+    assert type(BaseLanguageModel.from_pretrained(tmp_path / "alias")) is GPT
 
 
 @torch.no_grad()

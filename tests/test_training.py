@@ -1,6 +1,7 @@
 """The training loop end to end on tiny runs, and its parts: schedules, groups, accumulation, logs."""
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -125,24 +126,31 @@ def test_resume_from_other_run_weights_only(make_config, tmp_path):
     assert continued < scratch - 0.3, (continued, scratch)
 
 
-def test_accumulation_normalises_by_real_targets(make_config, tmp_path):
-    """Two micro-batches with 3 and 40 targets give the gradient of one batch of 43 targets."""
-    config = absolute_paths(load_config(make_config(training={"gradient_accumulation_steps": 2, "precision": "fp32"})).config)
+def test_accumulation_normalises_by_real_targets(make_config, tmp_path, monkeypatch):
+    """A training step over two micro-batches with 3 and 32 targets gives the gradient, and reports
+    the loss, of one batch of those 35 targets: each micro-batch weighs by its share of the step's
+    targets (not equally, and not by its tokens, which are 32 and 32). It goes through
+    `Trainer.train_step`, where the run counts the targets, as every step of a run does."""
+    config = absolute_paths(load_config(make_config(training={"gradient_accumulation_steps": 2})).config)
     trainer = build_trainer(config, tmp_path / "run")
     torch.manual_seed(0)
     ids = torch.randint(5, 30, (4, 16))
     labels = torch.randint(5, 30, (4, 16))
-    short = labels.clone()
-    short[:2, 3:] = -100
-    short[0, :] = -100
-    micro = [{"input_ids": ids[:2], "labels": short[:2]}, {"input_ids": ids[2:], "labels": short[2:]}]
+    labels[:2, 3:] = -100
+    labels[0, :] = -100
+    micro = [{"input_ids": ids[:2], "labels": labels[:2]}, {"input_ids": ids[2:], "labels": labels[2:]}]
     assert [trainer.task.count_targets(b) for b in micro] == [3, 32]
-    trainer.accumulate_gradients(micro)
-    accumulated = [p.grad.clone() for p in trainer.model.parameters()]
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.model(input_ids=ids, labels=short).loss.backward()
-    for got, want in zip(accumulated, (p.grad for p in trainer.model.parameters())):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    whole = copy.deepcopy(trainer.model)
+    whole_loss = whole(input_ids=ids, labels=labels).loss
+    whole_loss.backward()
+    gradients = {}
+    monkeypatch.setattr(trainer, "train_stream", iter(micro))
+    monkeypatch.setattr(trainer, "update_parameters",
+                        lambda: gradients.update((n, p.grad.clone()) for n, p in trainer.model.named_parameters()))
+    step = trainer.train_step()
+    assert step.loss.value() == pytest.approx(whole_loss.item(), rel=1e-5)
+    for name, parameter in whole.named_parameters():
+        torch.testing.assert_close(gradients[name], parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_cosine_schedule_with_warmup():
