@@ -1,4 +1,4 @@
-# Two commands do all the set-up: `make quickstart` and `make test`.
+# Two commands do all the set-up: `make quickstart` and `make test` (`make test-fast`: the unit tests alone).
 # torch==2.13.0 is installed first: a CPU build of it lies on the development machines' disk, while
 # an unpinned install would pull a multi-GB CUDA build.
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test clean
+.PHONY: install quickstart test test-fast clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The unit tests alone, in under a minute: every test not marked `slow` (whole runs, processes).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) experiments/quickstart .pytest_cache

@@ -16,6 +16,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_tokenizer_new_train_runs_plot_eval(tiny_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "tokenizer", "train", "--type", "bpe", "--vocab-size", "300",
@@ -74,6 +75,7 @@ def test_user_mistakes_exit_2_with_one_paragraph(tiny_corpus, tmp_path, monkeypa
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_pretrain_finetune_eval_predict(tmp_path, monkeypatch, capsys):
     """The finetuning path a user types: new finetuning --from, train -m finetuning, eval, predict."""
     monkeypatch.chdir(tmp_path)

@@ -88,6 +88,7 @@ def test_skipping_a_batch_keeps_the_position_of_reading_it():
     assert skipped.state_dict() == read.state_dict() == {"epoch": 1, "batch_index": 2}
 
 
+@pytest.mark.slow
 def test_the_launcher_refuses_an_unshareable_batch_before_starting_workers(make_config, tmp_path):
     config = write_config(make_config(training={"batch_size": 4}), tmp_path)
     done = subprocess.run([sys.executable, "-m", "model_foundry", "train", str(config), "--nproc", "3"],
@@ -97,6 +98,7 @@ def test_the_launcher_refuses_an_unshareable_batch_before_starting_workers(make_
 
 
 # ---- two processes against one -------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_gpt_on_two_processes_matches_one(make_config, tmp_path, strategy):
     """Whole micro-batches per process (accumulation 2 over 2 processes)."""
@@ -110,6 +112,7 @@ def test_gpt_on_two_processes_matches_one(make_config, tmp_path, strategy):
         evaluate_run(str(one), split="val", checkpoint="last")["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_bert_on_two_processes_matches_one(make_config, tmp_path, strategy):
     """Every micro-batch cut in two: the masked positions are still the ones one process draws."""
@@ -117,6 +120,7 @@ def test_bert_on_two_processes_matches_one(make_config, tmp_path, strategy):
     assert_same_run(*one_and_two_processes(config, tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_classifier_on_two_processes_matches_one(make_config, tmp_path, strategy):
     """Three micro-batches of 2 over 2 processes: a process's share crosses a micro-batch boundary."""
@@ -133,6 +137,7 @@ def test_classifier_on_two_processes_matches_one(make_config, tmp_path, strategy
     assert read_json(two / "results.json")["val"]["accuracy"] == read_json(one / "results.json")["val"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_fsdp_resumes_a_one_process_checkpoint_and_saves_in_its_format(make_config, tmp_path):
     """Full weights and optimizer state go into the shards and come back out in the one-process
     format; the data continues at the saved global position, whatever the number of processes."""
@@ -152,6 +157,7 @@ def test_fsdp_resumes_a_one_process_checkpoint_and_saves_in_its_format(make_conf
         torch.testing.assert_close(state_two["state"][index]["exp_avg"], moments["exp_avg"], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt", "lstm"])
 def test_fsdp_in_bf16_trains_like_one_process_in_bf16(make_config, tmp_path, arch):
     """FSDP computes with bf16 copies of its float32 shards (one process casts inside autocast), so
@@ -184,6 +190,7 @@ def test_fsdp_gathers_weights_in_the_training_precision_and_reduces_gradients_in
 
 
 # ---- stopping and resuming -----------------------------------------------------------------------------
+@pytest.mark.slow
 @ON_LINUX
 def test_sigterm_to_one_worker_saves_last_and_stops_all_then_resume_is_exact(make_config, tmp_path):
     """Resumed on the same number of processes, the run ends bit for bit where the uninterrupted one does.
@@ -209,6 +216,7 @@ def test_sigterm_to_one_worker_saves_last_and_stops_all_then_resume_is_exact(mak
     assert_same_run(tmp_path / "uninterrupted", two, atol=0.0)
 
 
+@pytest.mark.slow
 @ON_LINUX
 def test_a_run_whose_worker_was_killed_resumes_to_the_end(make_config, tmp_path):
     config = make_config("gpt", model={"dropout": 0.0},
@@ -226,6 +234,7 @@ def test_a_run_whose_worker_was_killed_resumes_to_the_end(make_config, tmp_path)
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_users_mistake_under_nproc_is_printed_once(make_config, tmp_path):
     """Both workers stop on the same bad row; the paragraph appears once, without torch's own log line."""
     data = tmp_path / "train.tsv"

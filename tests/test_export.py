@@ -42,6 +42,7 @@ def trained_run(make_config, tmp_path):
     return build
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arch", "auto_class"), [("gpt", "AutoModelForCausalLM"), ("bert", "AutoModelForMaskedLM")])
 def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, auto_class):
     run = trained_run(arch, positional="learned")  # GPT-2's and BERT's positions (bert defaults to rotary)
@@ -61,6 +62,7 @@ def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, au
     assert hf_model.config.pad_token_id == tokenizer.pad_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arch", "model"), [("gpt", {"positional": "rotary"}), ("bert", {})])
 def test_hf_export_refuses_an_unmappable_layout_with_exit_2(trained_run, tmp_path, capsys, arch, model):
     run = trained_run(arch, **model)
@@ -69,6 +71,7 @@ def test_hf_export_refuses_an_unmappable_layout_with_exit_2(trained_run, tmp_pat
     assert not (tmp_path / "hf" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_merged_lora_export_predicts_like_the_lora_run(sentiment, tmp_path):  # noqa: F811
     model_foundry.train(lora_run_config(tmp_path, sentiment, "lora", 4))
     source = run_dir(tmp_path, "lora")

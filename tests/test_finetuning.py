@@ -57,7 +57,8 @@ def finetune_config(tmp_path, source, data_dir, **sections) -> dict:
         "task": {"type": "sequence_classification"},
         "transfer": {"init_from_checkpoint": str(source)},
         "training": {"max_steps": 40, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 0,
-                     "eval_interval": 20, "log_interval": 1, "device": "cpu", "weight_decay": 0.1},
+                     "eval_interval": 20, "log_interval": 1, "device": "cpu", "weight_decay": 0.1,
+                     "precision": "fp32"},
     }
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)
@@ -73,6 +74,7 @@ def train_rows(tmp_path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt", "bert"])
 def test_classifier_learns_and_reports_every_metric(pretrained, sentiment, tmp_path, arch):
     results = model_foundry.train(finetune_config(tmp_path, pretrained[arch], sentiment))
@@ -92,6 +94,7 @@ def backbone_tensors(directory) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(directory / "model.safetensors").items() if k.startswith("backbone.")}
 
 
+@pytest.mark.slow
 def test_frozen_backbone_is_untouched_then_unfreezes_with_lr_multiplier(pretrained, sentiment, tmp_path):
     config = finetune_config(tmp_path, pretrained["bert"], sentiment,
                              transfer={"freeze_transformer": True, "unfreeze_at_iteration": 6,
@@ -115,6 +118,7 @@ def test_frozen_backbone_is_untouched_then_unfreezes_with_lr_multiplier(pretrain
         assert backbone == pytest.approx(expected * head)
 
 
+@pytest.mark.slow
 def test_per_part_learning_rates_and_layer_decay(pretrained, sentiment, tmp_path):
     config = finetune_config(tmp_path, pretrained["gpt"], sentiment,
                              transfer={"head_lr_mult": 10.0, "layer_lr_decay": 0.5},
@@ -128,6 +132,7 @@ def test_per_part_learning_rates_and_layer_decay(pretrained, sentiment, tmp_path
     assert float(row["lr_embeddings_no_decay"]) == pytest.approx(0.25 * base)
 
 
+@pytest.mark.slow
 def test_remove_and_reinit_layers(pretrained, sentiment, tmp_path):
     config = finetune_config(tmp_path, pretrained["bert"], sentiment,
                              transfer={"remove_n_layers": 1, "freeze_transformer": True},
@@ -147,6 +152,7 @@ def test_remove_and_reinit_layers(pretrained, sentiment, tmp_path):
     assert torch.equal(weights[key0], source[key0]) and not torch.equal(weights[key1], source[key1])
 
 
+@pytest.mark.slow
 def test_label_unseen_in_training_names_file_and_line(pretrained, sentiment, tmp_path):
     with open(sentiment / "dev.tsv", "a", encoding="utf-8") as handle:
         handle.write("so so\tneutral\n")
@@ -154,6 +160,7 @@ def test_label_unseen_in_training_names_file_and_line(pretrained, sentiment, tmp
         model_foundry.train(finetune_config(tmp_path, pretrained["bert"], sentiment))
 
 
+@pytest.mark.slow
 def test_scores_are_normalised_and_predicted_in_the_original_scale(pretrained, tmp_path):
     for name, rows, seed in (("train", 160, 1), ("dev", 40, 2), ("test", 40, 3)):
         write_sentiment(tmp_path / f"{name}.tsv", rows, seed, scores=True)
@@ -183,6 +190,7 @@ CONLLU = """# text = the dog runs
 """
 
 
+@pytest.mark.slow
 def test_token_classification_tags_words(pretrained, tmp_path):
     (tmp_path / "train.conllu").write_text(CONLLU * 30, encoding="utf-8")
     (tmp_path / "dev.conllu").write_text(CONLLU, encoding="utf-8")
@@ -198,6 +206,7 @@ def test_token_classification_tags_words(pretrained, tmp_path):
     assert row == {"tokens": ["the", "cat", "runs"], "tags": ["DET", "NOUN", "VERB"]}
 
 
+@pytest.mark.slow
 def test_seed_001_tensor_files_finetune(pretrained, tmp_path):
     """Padded rows with a True = PAD mask and integer labels, as the `.pt` dataset format saves them."""
     from torch.utils.data import TensorDataset
@@ -222,6 +231,7 @@ def test_seed_001_tensor_files_finetune(pretrained, tmp_path):
     assert results["val"]["accuracy"] == 1.0 and results["val"]["confusion_matrix"]["labels"] == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_multi_label_classification(pretrained, tmp_path):
     rows = [("a good film", "good,film"), ("a bad film", "bad,film"), ("great fun", "good"), ("dull fun", "bad")]
     for name, copies in (("train", 40), ("dev", 3)):
@@ -237,6 +247,7 @@ def test_multi_label_classification(pretrained, tmp_path):
     assert sorted(row["labels"]) == ["film", "good"] and set(row["probabilities"]) == {"bad", "film", "good"}
 
 
+@pytest.mark.slow
 def test_load_weights_false_keeps_architecture_and_tokenizer_but_not_weights(pretrained, sentiment, tmp_path):
     """The from-scratch control: the pretrained run's settings and tokenizer, random weights."""
     config = finetune_config(tmp_path, pretrained["bert"], sentiment, training={"max_steps": 1, "eval_interval": 1},
@@ -266,6 +277,7 @@ def test_load_weights_false_without_a_checkpoint_warns(make_config, capsys):
     assert "transfer.load_weights: false has no effect" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_max_train_samples_takes_the_same_seeded_subset(pretrained, sentiment, tmp_path, capsys):
     from model_foundry.tasks.finetuning import seeded_subset
 

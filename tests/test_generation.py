@@ -188,6 +188,7 @@ def test_a_row_stops_at_its_stop_token_and_the_others_go_on():
     assert stop not in stopped[0] and len(stopped[0]) >= 2
 
 
+@pytest.mark.slow
 def test_the_whole_prompt_is_used_however_many_tokens_are_asked_for(capsys):
     model = tiny_gpt(block_size=16)
     prompt = [5, 17, 3, 42, 8, 9, 11, 2, 30, 31, 32, 33]
@@ -317,6 +318,7 @@ def trained_runs(tmp_path_factory):
     return {arch: str(run) for arch, run in runs.items()}
 
 
+@pytest.mark.slow
 def test_fill_mask_on_a_trained_bert(trained_runs):
     model, tok = model_foundry.load_model(trained_runs["bert"]), load_tokenizer(trained_runs["bert"])
     results = fill_mask(model, tok, "the cat [MASK]at on the mat", top_k=4)
@@ -326,6 +328,7 @@ def test_fill_mask_on_a_trained_bert(trained_runs):
     assert all(c["sequence"] == f"the cat {c['token']}at on the mat" for c in results[0])
 
 
+@pytest.mark.slow
 def test_cli_generate_and_fill_mask(trained_runs, capsys):
     def run(*argv: str) -> tuple[int, str]:
         code = main(list(argv))

@@ -51,7 +51,7 @@ def hf_config(tmp_path, model_dir, data_dir, **sections) -> dict:
         "model": {"architecture": "hf", "hf_name_or_path": str(model_dir)},
         "task": {"type": "sequence_classification", "head_dropout": 0.0},
         "training": {"max_steps": 30, "batch_size": 16, "learning_rate": 5e-3, "warmup_steps": 0,
-                     "eval_interval": 30, "log_interval": 1, "device": "cpu"},
+                     "eval_interval": 30, "log_interval": 1, "device": "cpu", "precision": "fp32"},
     }
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)
@@ -75,6 +75,7 @@ def task_model(model_dir: Path, pooler: str = "last", **values) -> tuple[TaskMod
     return TaskModel(cls.architecture_name, config, head).eval(), tokenizer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bert", "llama", "gpt2"])
 def test_finetune_reload_and_rebuild_without_the_source(tiny, sentiment, tmp_path, name):
     source = tmp_path / "source"
@@ -100,6 +101,7 @@ def test_finetune_reload_and_rebuild_without_the_source(tiny, sentiment, tmp_pat
         assert torch.equal(BaseLanguageModel.from_pretrained(tmp_path / "copy")(ids).logits, logits)
 
 
+@pytest.mark.slow
 def test_decoder_without_pad_token_pads_with_eos(tiny):
     for name in ("llama", "gpt2"):
         tokenizer = HFTokenizer.load(tiny[name])
@@ -113,6 +115,7 @@ def test_decoder_without_pad_token_pads_with_eos(tiny):
     assert bert.encode_for_model("good movie", "bad plot") == [2, 5, 18, 3, 12, 20, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["llama", "gpt2"])
 def test_last_token_pooling_is_the_same_with_left_and_right_padding(tiny, name):
     model, tokenizer = task_model(tiny[name])
@@ -129,6 +132,7 @@ def test_last_token_pooling_is_the_same_with_left_and_right_padding(tiny, name):
     assert isinstance(model.pooler, LastTokenPooler)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["llama", "gpt2"])
 def test_bidirectional_decoder_lets_later_tokens_change_earlier_states(tiny, name):
     def first_position_changes(attention_type: str | None) -> bool:
@@ -145,6 +149,7 @@ def test_bidirectional_decoder_lets_later_tokens_change_earlier_states(tiny, nam
         create_config("hf", hf_name_or_path=str(tiny["bert"]), attention_type="causal")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bert", "llama"])
 def test_gradient_checkpointing_with_frozen_embeddings_still_trains_the_layers(tiny, sentiment, tmp_path, name):
     config = hf_config(tmp_path, tiny[name], sentiment, model={"gradient_checkpointing": True},
@@ -162,6 +167,7 @@ def test_gradient_checkpointing_with_frozen_embeddings_still_trains_the_layers(t
     assert all(not torch.equal(trained[k], before[k]) for k in layers), "a layer did not train"
 
 
+@pytest.mark.slow
 def test_transfer_controls_apply_to_hf_layers(tiny, sentiment, tmp_path):
     def train_llama(name: str, **transfer) -> BaseLanguageModel:
         config = hf_config(tmp_path, tiny["llama"], sentiment, experiment={"name": name},
@@ -188,6 +194,7 @@ def test_transfer_controls_apply_to_hf_layers(tiny, sentiment, tmp_path):
     assert any(k.endswith("q_proj.weight") for k in unfrozen) and any(k.endswith("down_proj.weight") for k in unfrozen)
 
 
+@pytest.mark.slow
 def test_reinit_redraws_the_top_layer(tiny):
     from model_foundry.training.transfer import reinit_last_layers
 
@@ -201,6 +208,7 @@ def test_reinit_redraws_the_top_layer(tiny):
                        before["backbone.blocks.0.attention.self.query.weight"])
 
 
+@pytest.mark.slow
 def test_dtype_bfloat16_loads_and_heads_get_float32(tiny):
     model, tokenizer = task_model(tiny["llama"], dtype="bfloat16")
     assert model.backbone.token_embedding.weight.dtype == torch.bfloat16
@@ -211,6 +219,7 @@ def test_dtype_bfloat16_loads_and_heads_get_float32(tiny):
         create_config("hf", hf_name_or_path=str(tiny["llama"]), dtype="float64")
 
 
+@pytest.mark.slow
 def test_trust_remote_code_is_passed_only_when_set(tiny, monkeypatch):
     import transformers
 
@@ -247,6 +256,7 @@ sys.meta_path.insert(0, HideHuggingFace())
 """
 
 
+@pytest.mark.slow
 def test_core_imports_and_trains_without_transformers(tmp_path):
     (tmp_path / "hide").mkdir()
     (tmp_path / "hide" / "sitecustomize.py").write_text(HIDE_HF, encoding="utf-8")

@@ -115,6 +115,7 @@ def reads_per_log_interval(config: dict, run_dir: Path, reads: list[str]) -> lis
     return [reads[start:end] for start, end in zip([0, *marks], marks)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gpt", "bert", "hybrid", "rtd", "classifier"])
 def test_one_device_read_per_log_interval(make_config, tmp_path, device_reads, kind):
     """10 steps x 2 micro-batches, logged every 5 steps: the loss read for each log row and nothing else
@@ -141,6 +142,7 @@ def test_the_counter_sees_a_deliberate_read(make_config, tmp_path, device_reads,
     assert sum("item at" in read for reads in intervals for read in reads) == 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt", "bert"])
 def test_a_padded_forward_compiles_to_one_graph(arch):
     """Asking the device whether the mask had padding broke the graph in two places (a `.item()`)."""
@@ -152,6 +154,7 @@ def test_a_padded_forward_compiles_to_one_graph(arch):
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
 
 
+@pytest.mark.slow
 def test_a_compiled_run_trains_in_the_mode_asked(make_config, tmp_path, monkeypatch):
     """`training.compile_mode` reaches torch.compile; on the CPU reduce-overhead compiles without CUDA graphs."""
     import model_foundry
@@ -169,6 +172,7 @@ def test_a_compiled_run_trains_in_the_mode_asked(make_config, tmp_path, monkeypa
         False, "reduce-overhead") and not compilation.replays_cuda_graphs(True, "default")
 
 
+@pytest.mark.slow
 def test_cuda_graph_modes_begin_one_replay_generation_per_optimizer_step(make_config, tmp_path, monkeypatch):
     """Not one per micro-batch: a new generation would overwrite the gradients earlier micro-batches
     left in `.grad` (they are graph outputs), which failed on a GPU with gradient accumulation."""
@@ -287,6 +291,7 @@ def test_progress_line_shows_mfu_when_known(capsys):
     assert "| mfu 41.2% |" in lines[0] and "mfu" not in lines[1]
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "model_foundry", "--help"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)

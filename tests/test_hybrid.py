@@ -213,6 +213,7 @@ def hybrid_config(corpus, root, design: str) -> dict:
                        training={"max_steps": 40, "eval_interval": 20, "save_interval": 20, "learning_rate": 1e-2})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", DESIGNS)
 def test_training_lowers_the_loss_and_reports_both_objectives(trained, design):
     results, run_dir, _ = trained[design]
@@ -230,12 +231,14 @@ def test_training_lowers_the_loss_and_reports_both_objectives(trained, design):
     assert val["clm_loss"] < uniform - 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", DESIGNS)
 def test_eval_of_the_saved_run_reproduces_its_results(trained, design):
     results, run_dir, _ = trained[design]
     assert evaluate_run(run_dir) == pytest.approx(results["val"])
 
 
+@pytest.mark.slow
 def test_shared_design_resumes_exactly(trained, tmp_path):
     _, run_dir, config = trained["shared"]
     resumed = {**config, "experiment": {**config["experiment"], "name": "resumed"},
@@ -246,6 +249,7 @@ def test_shared_design_resumes_exactly(trained, tmp_path):
     assert final.keys() == again.keys() and all(torch.equal(final[k], again[k]) for k in final)
 
 
+@pytest.mark.slow
 def test_micro_batches_weigh_by_tokens_whichever_objective(trained):
     run_dir = trained["shared"][1]
     task = build_task(load_config(run_dir / "resolved_config.yaml").config, load_tokenizer(run_dir))
@@ -256,6 +260,7 @@ def test_micro_batches_weigh_by_tokens_whichever_objective(trained):
     assert {task.count_targets(b) for b in batches} == {4 * 12}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", DESIGNS)
 def test_checkpoint_records_the_design_and_its_loss_weights(trained, design):
     config = json.loads((trained[design][1] / "checkpoints" / "last" / "model_config.json").read_text())
@@ -263,6 +268,7 @@ def test_checkpoint_records_the_design_and_its_loss_weights(trained, design):
     assert config["config"]["loss_weights"] == list(WEIGHTS[design])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", DESIGNS)
 def test_save_and_load_round_trip(trained, tmp_path, design):
     model = model_foundry.load_model(trained[design][1])
@@ -277,6 +283,7 @@ def test_save_and_load_round_trip(trained, tmp_path, design):
     assert any(k.startswith("causal_backbone.blocks") for k in stored) == (design == "two_stack")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", DESIGNS)
 def test_generates_with_the_causal_path_and_fills_masks_with_the_bidirectional_one(trained, design):
     run_dir = trained[design][1]
@@ -292,6 +299,7 @@ def test_generates_with_the_causal_path_and_fills_masks_with_the_bidirectional_o
     assert len(candidates) == 3 and probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", DESIGNS)
 def test_finetuning_takes_the_bidirectional_stack(trained, design):
     checkpoint = trained[design][1] / "checkpoints" / "last"
@@ -310,6 +318,7 @@ def test_finetuning_takes_the_bidirectional_stack(trained, design):
     assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_finetuning_run_from_a_hybrid_checkpoint(trained, tmp_path):
     for name, rows, seed in (("train", 160, 1), ("dev", 40, 2), ("test", 40, 3)):
         write_sentiment(tmp_path / f"{name}.tsv", rows, seed)

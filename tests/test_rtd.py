@@ -159,6 +159,7 @@ def trained(tmp_path_factory):
     return results, root / "experiments" / "pretraining" / "rtd"
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_the_discriminator_beats_the_constant_answer(trained):
     results, run_dir = trained
     val = results["val"]
@@ -173,11 +174,13 @@ def test_training_lowers_the_loss_and_the_discriminator_beats_the_constant_answe
     assert meta["config"]["rtd_weight"] == 50.0 and meta["config"]["norm_position"] == "post"
 
 
+@pytest.mark.slow
 def test_eval_of_the_saved_run_reproduces_its_results(trained):
     results, run_dir = trained
     assert evaluate_run(run_dir) == pytest.approx(results["val"])
 
 
+@pytest.mark.slow
 def test_load_model_gives_the_discriminator_and_fill_mask_the_generator(trained):
     run_dir = trained[1]
     model, tokenizer = load_model(run_dir), load_tokenizer(run_dir)
@@ -195,6 +198,7 @@ def test_load_model_gives_the_discriminator_and_fill_mask_the_generator(trained)
     assert main(["fill-mask", str(run_dir), "--text", "the [MASK]at", "--top-k", "2"]) == 0
 
 
+@pytest.mark.slow
 def test_finetuning_loads_exactly_the_discriminator_backbone(trained, tmp_path):
     run_dir = trained[1]
     for name, rows, seed in (("train", 64, 1), ("dev", 16, 2), ("test", 16, 3)):
@@ -215,12 +219,14 @@ def test_finetuning_loads_exactly_the_discriminator_backbone(trained, tmp_path):
     assert not any(k.startswith("generator") for k in load_file(saved / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_hf_export_refuses_rotary_positions_with_exit_2(trained, tmp_path, capsys):
     pytest.importorskip("transformers")
     assert main(["export", str(trained[1]), "--format", "hf", "--out", str(tmp_path / "hf")]) == 2
     assert "positional" in capsys.readouterr().err and not (tmp_path / "hf" / "discriminator").exists()
 
 
+@pytest.mark.slow
 def test_hf_export_gives_electra_discriminator_and_generator_with_equal_logits(make_config, tmp_path):
     transformers = pytest.importorskip("transformers")
     config = make_config("bert", model={"n_head": 4, "positional": "learned"},

@@ -18,12 +18,14 @@ def run_dir_of(tmp_path, name="tiny_gpt"):
     return tmp_path / "experiments" / "pretraining" / name
 
 
+@pytest.mark.slow
 def test_step_checkpoints_keep_the_newest(make_config, tmp_path):
     model_foundry.train(make_config(training={"max_steps": 20, "save_interval": 5, "keep_last_n": 2}))
     checkpoints = run_dir_of(tmp_path) / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best", "last", "step_15", "step_20"]
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_the_run(make_config, tmp_path):
     # A learning rate of zero never improves on the first evaluation, so patience 2 stops at step 6.
     config = make_config(training={"max_steps": 30, "eval_interval": 2, "learning_rate": 1e-12,
@@ -32,6 +34,7 @@ def test_early_stopping_ends_the_run(make_config, tmp_path):
     assert results["run"]["steps"] == 6 and results["best_step"] == 2
 
 
+@pytest.mark.slow
 def test_tensorboard_and_offline_wandb_log_without_network(make_config, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     pytest.importorskip("tensorboard")
@@ -65,6 +68,7 @@ def linear_output_dtypes(config: dict) -> tuple[dict, set]:
     return results, dtypes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_bf16_autocast_trains_on_cpu(make_config, tmp_path, precision):
     config = make_config(experiment={"name": precision},
@@ -83,6 +87,7 @@ def test_bf16_autocast_trains_on_cpu(make_config, tmp_path, precision):
     assert results["val"]["loss"] < chance - 0.8, (results["val"], chance)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt", "bert"])
 def test_pretraining_on_seed_001_tensor_files(make_config, tiny_corpus, tmp_path, arch):
     """Padded rows with a bool True = PAD mask, as the `.pt` dataset format saves them, train both objectives."""

@@ -128,6 +128,7 @@ def test_unfreezing_keys_without_effect_warn_once(start):
     assert warnings_about(start(transfer={"unfreeze_at_iteration": 10}), "transfer.") == []
 
 
+@pytest.mark.slow
 def test_a_run_with_ignored_keys_trains_and_warns_once_each(make_config, capsys):
     config = make_config(data=NO_VAL, training={"max_steps": 3, "epochs": 2, "early_stopping_patience": 1,
                                                 "lr_schedule": "plateau", "eval_interval": 1})

@@ -66,6 +66,7 @@ def test_pseudo_log_likelihood_matches_a_hand_computation(tokenizer):
     assert score.token_logprobs == pytest.approx(pll_by_hand(model, tokenizer, TEXTS[1]), abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, values, objective", [
     ("gpt", {}, None), ("bert", {}, None), ("lstm", {}, None), ("lstm", {"bidirectional": True}, None),
     ("hybrid", {}, "clm"), ("hybrid", {}, "mlm"), ("gpt", {"attention_type": "bidirectional"}, None)])
@@ -78,6 +79,7 @@ def test_padding_and_batch_size_change_no_score(tokenizer, arch, values, objecti
         assert batched.token_logprobs == pytest.approx(one.token_logprobs, abs=1e-5)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_a_text_longer_than_the_context_is_scored_whole_with_a_sliding_window(tokenizer):
     model = tiny("gpt", tokenizer, block_size=8)
@@ -137,6 +139,7 @@ def runs(tmp_path_factory):
     return trained, pairs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, objective", [("gpt", None), ("bert", None), ("hybrid", "clm"), ("hybrid", "mlm"),
                                              ("lstm", None)])
 def test_eval_minimal_pairs_prints_and_writes_accuracies(runs, tmp_path, capsys, arch, objective):
@@ -152,6 +155,7 @@ def test_eval_minimal_pairs_prints_and_writes_accuracies(runs, tmp_path, capsys,
     assert "agreement" in printed and "overall" in printed
 
 
+@pytest.mark.slow
 def test_a_pair_file_with_a_missing_field_exits_2_naming_it(runs, tmp_path, capsys):
     trained, _ = runs
     bad = tmp_path / "bad.jsonl"
@@ -164,6 +168,7 @@ def test_a_pair_file_with_a_missing_field_exits_2_naming_it(runs, tmp_path, caps
     assert says(capsys.readouterr().err, f"{bad}:1")
 
 
+@pytest.mark.slow
 def test_score_writes_one_row_per_text(runs, tmp_path, capsys):
     trained, _ = runs
     texts = tmp_path / "texts.txt"

@@ -124,6 +124,7 @@ def test_adaptive_scheduler_reduces_on_plateau_and_restores():
     assert restored.lr_at(50) == scheduler.lr_at(50)
 
 
+@pytest.mark.slow
 def test_plateau_schedule_in_training_reduces_the_rate(make_config, tmp_path):
     import csv
 

@@ -45,6 +45,7 @@ def saved_step(run_dir: Path) -> int:
     return torch.load(run_dir / "checkpoints" / "last" / "trainer_state.pt", weights_only=True)["step"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigint_saves_last_exits_130_and_resumes_to_the_end(tiny_corpus, tmp_path):
     config = tiny_config(tiny_corpus, tmp_path / "experiments", training={

@@ -39,6 +39,7 @@ def assert_same_metrics(split: dict, whole: dict) -> None:
             assert split[name] == value, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, task", [("gpt", None), ("bert", None), ("hybrid", None),
                                         ("bert", "replaced_token_detection")])
 def test_language_model_totals_of_two_shares_give_the_whole_splits_metrics(make_config, tmp_path, arch, task):

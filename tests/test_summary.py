@@ -197,6 +197,7 @@ def file_digests(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_foundry_summary_of_a_run_and_of_a_config(tiny_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     config_path = tmp_path / "tiny.yaml"

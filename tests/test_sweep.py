@@ -44,6 +44,7 @@ def count_runs(monkeypatch) -> list[dict]:
     return calls
 
 
+@pytest.mark.slow
 def test_grid_over_seeds_tables_skip_and_resume(config_path, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep"
@@ -97,6 +98,7 @@ def test_grid_over_seeds_tables_skip_and_resume(config_path, tmp_path, monkeypat
     assert json.loads(info_path.read_text())["end_time"] is not None
 
 
+@pytest.mark.slow
 def test_python_api_default_seed(config_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = count_runs(monkeypatch)

@@ -170,6 +170,7 @@ def test_bpe_learns_merges_up_to_the_vocab_size(trained):
     assert len(tok.encode("she sells sea shells")) < len("she sells sea shells")
 
 
+@pytest.mark.slow
 def test_tinyshakespeare_char_vocabulary_and_round_trip():
     if not SHAKESPEARE.is_file():
         pytest.skip(f"tinyshakespeare not found at {SHAKESPEARE}")

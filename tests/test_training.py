@@ -29,6 +29,7 @@ def read_rows(path) -> list[dict]:
 
 # Masked LM learns from the ~15% masked positions only, so BERT needs more steps than GPT to leave
 # the unigram plateau (checked against transformers' BertForMaskedLM on the same batches: same curve).
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,steps,margin", [("gpt", 60, 1.0), ("bert", 120, 0.45)])
 def test_loss_falls_and_run_directory_is_complete(make_config, tmp_path, arch, steps, margin):
     config = make_config(arch, training={"max_steps": steps, "eval_interval": steps // 3, "learning_rate": 1e-2})
@@ -63,6 +64,7 @@ def test_loss_falls_and_run_directory_is_complete(make_config, tmp_path, arch, s
     assert (run_dir / "plots" / "loss.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_existing_checkpoints_are_refused_then_resume_only_reevaluates(make_config, tmp_path):
     config = make_config(training={"max_steps": 10})
     first = model_foundry.train(config)
@@ -76,12 +78,14 @@ def test_existing_checkpoints_are_refused_then_resume_only_reevaluates(make_conf
     assert (run_dir / "checkpoints" / "last" / "model.safetensors").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_starts_fresh(make_config, tmp_path, capsys):
     results = model_foundry.train(make_config(training={"max_steps": 5, "resume": True}))
     assert results["run"]["steps"] == 5
     assert "starting fresh" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_from_other_run_weights_only(make_config, tmp_path):
     model_foundry.train(make_config(training={"max_steps": 10}))
     source = tmp_path / "experiments" / "pretraining" / "tiny_gpt"

@@ -79,11 +79,12 @@ def tagger(tmp_path_factory):
         "task": {"type": "token_classification"},
         "transfer": {"init_from_checkpoint": str(root / "experiments" / "pretraining" / "tiny_bert")},
         "training": {"max_steps": 30, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 0,
-                     "eval_interval": 30, "log_interval": 10, "device": "cpu"},
+                     "eval_interval": 30, "log_interval": 10, "device": "cpu", "precision": "fp32"},
     })
     return root / "experiments" / "finetuning" / "tagger"
 
 
+@pytest.mark.slow
 def test_predict_tags_every_word_of_a_sentence_longer_than_the_model(tagger, capsys):
     words = "the dog runs a cat sleeps".split() * 4  # 100 characters for 30 in a 32-token block
     capsys.readouterr()
