@@ -94,11 +94,16 @@ def test_right_padding_gives_the_logits_of_unpadded_rows(arch, positional):
 
 
 @torch.no_grad()
-def test_left_padding_leaves_no_nan():
-    model = tiny("gpt")
+@pytest.mark.parametrize("positional", ["learned", "rotary"])
+def test_left_padding_leaves_no_nan_and_no_trace_on_the_real_tokens(positional):
+    """A left-padded row's real tokens get the logits they get alone (what batched generation relies on)."""
+    model = tiny("gpt", positional=positional)
+    ids = random_ids(2, 6)
     mask = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-    logits = model(random_ids(2, 6), attention_mask=mask).logits
+    logits = model(ids, attention_mask=mask).logits
     assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits[0, 3:], model(ids[:1, 3:]).logits[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits[1], model(ids[1:]).logits[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
