@@ -20,6 +20,8 @@ from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 80
+# Bounds that only stop a hung process: a tiny run takes seconds, but minutes on a busy machine.
+PATIENCE_S = 240
 
 
 def foundry_command() -> list[str]:
@@ -46,7 +48,6 @@ def saved_step(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
 def test_sigint_saves_last_exits_130_and_resumes_to_the_end(tiny_corpus, tmp_path):
     config = tiny_config(tiny_corpus, tmp_path / "experiments", training={
         "max_steps": MAX_STEPS, "log_interval": 1, "eval_interval": 20, "eval_iters": 1})
@@ -58,13 +59,13 @@ def test_sigint_saves_last_exits_130_and_resumes_to_the_end(tiny_corpus, tmp_pat
     process = subprocess.Popen([*train, str(run)], env=foundry_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 90
+        deadline = time.monotonic() + PATIENCE_S
         while not logged_steps(run) or logged_steps(run)[-1] < 5:
             assert process.poll() is None, f"the run ended before it was interrupted: {process.communicate()[1][-2000:]}"
-            assert time.time() < deadline, "the run took no 5 steps in time"
+            assert time.monotonic() < deadline, "the run took no 5 steps in time"
             time.sleep(0.01)
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=PATIENCE_S)
     finally:
         if process.poll() is None:
             process.kill()
@@ -82,7 +83,7 @@ def test_sigint_saves_last_exits_130_and_resumes_to_the_end(tiny_corpus, tmp_pat
     assert not (run / "results.json").exists()  # an interrupted run did not finish
 
     resumed = subprocess.run([*train, str(run), "--set", "training.resume=true"], env=foundry_env(),
-                             capture_output=True, text=True, timeout=90)
+                             capture_output=True, text=True, timeout=PATIENCE_S)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resuming at step {stopped_at} " in resumed.stderr, resumed.stderr[-2000:]
     assert saved_step(run) == MAX_STEPS
@@ -90,7 +91,8 @@ def test_sigint_saves_last_exits_130_and_resumes_to_the_end(tiny_corpus, tmp_pat
 
     # It ends where the same run ends uninterrupted.
     straight = tmp_path / "straight"
-    done = subprocess.run([*train, str(straight)], env=foundry_env(), capture_output=True, text=True, timeout=90)
+    done = subprocess.run([*train, str(straight)], env=foundry_env(), capture_output=True, text=True,
+                          timeout=PATIENCE_S)
     assert done.returncode == 0, done.stderr[-2000:]
     want = load_file(straight / "checkpoints" / "last" / "model.safetensors")
     got = load_file(run / "checkpoints" / "last" / "model.safetensors")
