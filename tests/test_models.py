@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from model_foundry.config.schema import FoundryConfig
 from model_foundry.errors import UserError
 from model_foundry.inference.generation import generate
-from model_foundry.models import (ARCHITECTURES, PRESETS, BaseLanguageModel, Bert, BertConfig, GPT, GPTConfig,
+from model_foundry.models import (PRESETS, BaseLanguageModel, Bert, BertConfig, GPT, GPTConfig,
                                   ModelOutput, create_model, get_architecture, read_checkpoint_config,
                                   register_architecture)
 from model_foundry.tasks.registry import default_task
