@@ -78,13 +78,20 @@ def test_python_train_takes_kind_and_mode_as_its_deprecated_alias(monkeypatch):
         model_foundry.train("c.yaml", kind="finetuning", mode="pretraining")
 
 
-def test_mode_still_chooses_the_run_directory(tiny_corpus, tmp_path):
-    """End to end through the older spelling: the run of kind `finetuning` lands under finetuning/."""
+@pytest.mark.parametrize("entry", ["python", "cli"])
+def test_mode_still_chooses_the_run_directory(entry, tiny_corpus, tmp_path, capsys):
+    """End to end through the older spellings (`mode=`, `--mode`): a config of kind pretraining,
+    trained as `finetuning`, lands under finetuning/."""
     from tests.conftest import tiny_config
 
     config = tiny_config(tiny_corpus, tmp_path, training={"max_steps": 2, "eval_interval": 2})
-    with pytest.warns(DeprecationWarning):
-        model_foundry.train(config, mode="finetuning")
+    if entry == "python":
+        with pytest.warns(DeprecationWarning):
+            model_foundry.train(config, mode="finetuning")
+    else:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert main(["train", str(path), "--mode", "finetuning"]) == 0, capsys.readouterr().err
     run_dir = tmp_path / "finetuning" / "tiny_gpt"
     resolved = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
     assert resolved["experiment"]["kind"] == "finetuning" and (run_dir / "results.json").is_file()
