@@ -5,15 +5,34 @@
 """
 from __future__ import annotations
 
+import warnings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from model_foundry.config import FoundryConfig
+
 __version__ = "0.1.0"
 __all__ = ["__version__", "create_model", "load_model", "register_architecture", "train"]
 
 
-def train(config_or_path, overrides=None, out=None, mode=None) -> dict:
-    """Run what `foundry train` runs and return the results dict (see results.json)."""
+def train(config_or_path: str | Path | dict | FoundryConfig, overrides: dict[str, Any] | list[str] | None = None,
+          out: str | Path | None = None, kind: str | None = None, *, mode: str | None = None) -> dict:
+    """Run what `foundry train` runs and return the results dict (see results.json).
+
+    `kind` sets experiment.kind (pretraining / finetuning), as `foundry train --kind` does. `mode=`
+    is its older spelling (seed 001's `-m`): it still works, with a DeprecationWarning.
+    """
     from model_foundry.training.run import train as run_training
 
-    return run_training(config_or_path, overrides=overrides, out=out, mode=mode)
+    if mode is not None:
+        if kind is not None:
+            raise TypeError("model_foundry.train() takes kind=, or its older spelling mode=, not both.")
+        warnings.warn("model_foundry.train(mode=...) is the older spelling of kind=...; it still works.",
+                      DeprecationWarning, stacklevel=2)
+        kind = mode
+    return run_training(config_or_path, overrides=overrides, out=out, kind=kind)
 
 
 def load_model(run, checkpoint: str = "best"):

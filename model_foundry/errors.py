@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from model_foundry.ranks import is_writer, process_rank
+
 # Set by `foundry train --nproc` for its workers: where each writes the user error it stopped on.
 WORKER_ERRORS_ENV = "FOUNDRY_WORKER_ERRORS"
 
@@ -28,10 +30,10 @@ def report_user_error(text: str) -> None:
     worker's message itself when rank 0 had none. Without the launcher (one process, or a cluster's
     torchrun) every process prints its own.
     """
-    directory, rank = os.environ.get(WORKER_ERRORS_ENV), os.environ.get("RANK")
-    if directory and rank is not None:
-        Path(directory, f"rank{rank}.txt").write_text(text, encoding="utf-8")
-        if rank != "0":
+    directory = os.environ.get(WORKER_ERRORS_ENV)
+    if directory:
+        Path(directory, f"rank{process_rank()}.txt").write_text(text, encoding="utf-8")
+        if not is_writer():
             return
     print(text, file=sys.stderr)
 

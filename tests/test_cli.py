@@ -77,7 +77,7 @@ def test_user_mistakes_exit_2_with_one_paragraph(tiny_corpus, tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_pretrain_finetune_eval_predict(tmp_path, monkeypatch, capsys):
-    """The finetuning path a user types: new finetuning --from, train -m finetuning, eval, predict."""
+    """The finetuning path a user types: new finetuning --from, train --kind finetuning, eval, predict."""
     monkeypatch.chdir(tmp_path)
     good, bad = ["a good film", "great fun", "i loved it"], ["a bad film", "dull fun", "i hated it"]
     (tmp_path / "corpus.txt").write_text("\n".join((good + bad) * 40) + "\n")
@@ -100,7 +100,7 @@ def test_pretrain_finetune_eval_predict(tmp_path, monkeypatch, capsys):
     assert raw["model"]["architecture"] == "bert" and raw["tokenizer"]["path"].endswith("pre/tokenizer")
     raw["data"] = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv", "text_column": "sentence"}
     config_path.write_text(yaml.safe_dump(raw))
-    code, out, err = run(capsys, "train", "sentiment", "-m", "finetuning", "--set", "training.epochs=null",
+    code, out, err = run(capsys, "train", "sentiment", "--kind", "finetuning", "--set", "training.epochs=null",
                          "--set", "training.max_steps=40", "--set", "training.learning_rate=3e-3",
                          "--set", "training.eval_interval=20", "--set", "training.device=cpu")
     assert code == 0, err

@@ -85,7 +85,7 @@ def test_overrides_are_coerced_and_named_in_errors(tmp_path):
     assert "KEY=VALUE" in error_of(path, ["training.batch_size"])
 
 
-def test_seed_spellings_are_aliases(tmp_path):
+def test_alternative_key_names_are_aliases(tmp_path):
     config = load_config({"training": {"max_iters": 7, "lr": 0.01}, "model": {"torch_dtype": "bfloat16"},
                           "data": {"train": "corpus.txt"}}).config
     assert config.training.max_steps == 7 and config.training.learning_rate == 0.01

@@ -35,7 +35,7 @@ def test_forward_shapes_and_hidden_states(arch):
     output = model(random_ids(), output_hidden_states=True)
     assert isinstance(output, ModelOutput)
     assert output.logits.shape == (2, 12, VOCAB)
-    assert output.loss is None and output.attentions is None
+    assert output.loss is None
     assert len(output.hidden_states) == model.num_layers + 1 == 3
     assert all(h.shape == (2, 12, 32) for h in output.hidden_states)
     assert model.backbone.hidden_size == 32 and len(model.backbone.blocks) == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from argparse import Namespace
+from dataclasses import dataclass
 from pathlib import Path
 
 from model_foundry.errors import UserError
@@ -24,40 +25,85 @@ def tokenizer_train(args: Namespace) -> None:
     print(f"Saved a {args.type} tokenizer with {tokenizer.vocab_size} tokens to {path}")
 
 
+@dataclass(frozen=True)
+class NewExperiment:
+    """What `foundry new` writes: a `kind` experiment `name`; a finetuning one starts from run `source`."""
+
+    kind: str
+    name: str | None  # None: not given, which `check_new_experiment` refuses
+    source: str | None
+
+
 def new_experiment(args: Namespace) -> None:
     from model_foundry.templates import new_finetuning, new_pretraining
 
-    finetuning = args.kind == "finetuning" or args.finetuning_name is not None
-    if finetuning:
-        name = args.name or args.finetuning_name
-        source = args.source or (args.pretraining_name if args.finetuning_name else None)
-        if name is None or source is None:
-            raise UserError("Name the experiment and its pretraining run: `foundry new finetuning NAME --from "
-                            "PRETRAIN` (or `foundry new -f NAME -p PRETRAIN`).")
-        path = new_finetuning(name, source, task=args.task, root=args.root)
-        kind = "finetuning"
+    request = new_experiment_request(args)
+    if request.kind == "finetuning":
+        path = new_finetuning(request.name, request.source, task=args.task, root=args.root)
     else:
-        name = args.name or args.pretraining_name
-        if name is None:
-            raise UserError("Name the experiment: `foundry new pretraining NAME` (or `foundry new -p NAME`).")
-        path = new_pretraining(name, arch=args.arch, resume_from=args.resume_from, root=args.root)
-        kind = "pretraining"
-    print(f"Wrote {path}\nEdit it (data paths at least), then run: foundry train {name} -m {kind}")
+        path = new_pretraining(request.name, arch=args.arch, resume_from=args.resume_from, root=args.root)
+    print(f"Wrote {path}\nEdit it (data paths at least), then run: foundry train {request.name} --kind {request.kind}")
+
+
+def new_experiment_request(args: Namespace) -> NewExperiment:
+    """What `foundry new` is asked for, in its own spelling or in seed 001's.
+
+    `foundry new KIND NAME` gives each flag one meaning: --from is the run a finetuning experiment
+    starts from, --resume-from the pretraining experiment a new one clones. Seed 001's scripts said
+    `-p NAME [-rp OLD]` and `-f NAME -p PRETRAIN`: -p is the new experiment, or with -f the run to
+    start from. Those spellings still work as they meant; mixed with KIND NAME, where -p could be
+    either, they are refused.
+    """
+    old_pretraining, old_finetuning = args.seed_pretraining, args.seed_finetuning
+    if args.kind is not None and (old_pretraining or old_finetuning):
+        flag = "-f" if old_finetuning else "-p"
+        raise UserError(f"`foundry new {args.kind} NAME` and {flag} both name the experiment: {flag} is seed 001's "
+                        "spelling (`foundry new -p NAME`, `foundry new -f NAME -p PRETRAIN`). Use one form: "
+                        "`foundry new pretraining NAME` or `foundry new finetuning NAME --from PRETRAIN`.")
+    if old_finetuning is not None:
+        if old_pretraining is not None and args.source is not None:
+            raise UserError(f"-p {old_pretraining} and --from {args.source} both name the pretraining run that "
+                            f"finetuning experiment {old_finetuning!r} starts from; give one (--from).")
+        request = NewExperiment("finetuning", old_finetuning, args.source or old_pretraining)
+    elif old_pretraining is not None:
+        request = NewExperiment("pretraining", old_pretraining, args.source)
+    else:
+        request = NewExperiment(args.kind or "pretraining", args.name, args.source)
+    check_new_experiment(request, args.resume_from)
+    return request
+
+
+def check_new_experiment(request: NewExperiment, resume_from: str | None) -> None:
+    """Each flag of `foundry new` applies to one kind of experiment; refuse one given to the other."""
+    if request.name is None:
+        raise UserError("Name the experiment: `foundry new pretraining NAME` or `foundry new finetuning NAME "
+                        "--from PRETRAIN`.")
+    if request.kind == "finetuning":
+        if request.source is None:
+            raise UserError(f"Name the pretraining run that finetuning experiment {request.name!r} starts from: "
+                            f"`foundry new finetuning {request.name} --from PRETRAIN`.")
+        if resume_from is not None:
+            raise UserError("--resume-from clones a pretraining experiment; a finetuning experiment starts from "
+                            "the pretraining run given with --from.")
+    elif request.source is not None:
+        raise UserError(f"--from {request.source} names the run a finetuning experiment starts from (`foundry new "
+                        f"finetuning {request.name} --from {request.source}`); a pretraining experiment that continues "
+                        f"run {request.source} takes --resume-from {request.source}.")
 
 
 def train(args: Namespace) -> int | None:
+    from model_foundry.ranks import is_writer
     from model_foundry.reporting.runs import format_table, run_row
-    from model_foundry.training.distributed import is_first_process
     from model_foundry.training.run import run_training
 
     target = args.target or args.name
     if target is None:
         raise UserError("Say what to train: `foundry train NAME` (an experiment) or `foundry train config.yaml`.")
-    path = config_path(target, args.mode, args.root)
+    path = config_path(target, args.kind, args.root)
     if args.nproc != 1:
         return train_in_processes(path, args)
-    _, run_dir = run_training(path, overrides=args.overrides, out=args.out, mode=args.mode)
-    if is_first_process():
+    _, run_dir = run_training(path, overrides=args.overrides, out=args.out, kind=args.kind)
+    if is_writer():
         print("\n" + format_table([run_row(run_dir / "results.json", run_dir.parent)]))
         print(f"\nRun directory: {run_dir}")
     return None
@@ -73,7 +119,7 @@ def train_in_processes(path: Path, args: Namespace) -> int:
     if args.nproc < 1:
         raise UserError(f"--nproc must be at least 1, got {args.nproc}.")
     check_world_size(load_config(path, list(args.overrides)).config.training, args.nproc)
-    worker_args = ["train", str(path), *(["--mode", args.mode] if args.mode else []),
+    worker_args = ["train", str(path), *(["--kind", args.kind] if args.kind else []),
                    *(f"--set={override}" for override in args.overrides),
                    *(["--out", str(args.out)] if args.out is not None else [])]
     return launch_workers(args.nproc, worker_args)

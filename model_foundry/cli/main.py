@@ -58,25 +58,30 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new", help="write an experiment's config.yaml from a commented template",
                          description="foundry new pretraining NAME [--arch A] [--resume-from OLD] | "
                                      "foundry new finetuning NAME --from PRETRAIN [--task T]; "
-                                     "older spellings: foundry new -p NAME [-rp OLD] | foundry new -f NAME -p PRETRAIN")
+                                     "seed 001's spellings still work: foundry new -p NAME [-rp OLD] | "
+                                     "foundry new -f NAME -p PRETRAIN")
     new.add_argument("kind", nargs="?", choices=["pretraining", "finetuning"])
     new.add_argument("name", nargs="?")
-    new.add_argument("-p", "--pretraining", dest="pretraining_name", metavar="NAME",
-                     help="a new pretraining experiment; with -f, the pretraining run to start from")
-    new.add_argument("-f", "--finetuning", dest="finetuning_name", metavar="NAME", help="a new finetuning experiment")
     new.add_argument("--from", dest="source", metavar="PRETRAIN", help="finetuning: the pretraining run (name or dir)")
     new.add_argument("--task", default="sequence_classification",
                      help="finetuning: sequence_classification (default) | token_classification | sequence_scoring")
     new.add_argument("--arch", default="gpt", help="pretraining: a registered architecture (default gpt)")
-    new.add_argument("-rp", "--resume-from", dest="resume_from", metavar="OLD",
-                     help="clone experiment OLD with resume_from pointing at its last checkpoint")
+    new.add_argument("--resume-from", "-rp", dest="resume_from", metavar="OLD",
+                     help="pretraining: clone experiment OLD with resume_from pointing at its last checkpoint")
+    new.add_argument("-p", "--pretraining", dest="seed_pretraining", metavar="NAME",
+                     help="older spelling: a new pretraining experiment NAME (= pretraining NAME), or with -f the "
+                          "pretraining run to start from (= --from NAME)")
+    new.add_argument("-f", "--finetuning", dest="seed_finetuning", metavar="NAME",
+                     help="older spelling of finetuning NAME (with -p or --from)")
     new.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root")
     new.set_defaults(handler=commands.new_experiment)
 
     train = sub.add_parser("train", help="train an experiment (a name or a YAML path)")
     train.add_argument("target", nargs="?", help="experiment name or config YAML path")
     train.add_argument("-n", "--name", dest="name", help="experiment name (older spelling of the positional NAME)")
-    train.add_argument("-m", "--mode", choices=["pretraining", "finetuning"])
+    train.add_argument("--kind", "-m", "--mode", dest="kind", choices=["pretraining", "finetuning"],
+                       help="experiment.kind: which experiments/<kind>/ holds NAME, and the run's kind "
+                            "(-m and --mode are older spellings)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set training.learning_rate=3e-4 (repeatable)")
     train.add_argument("--out", type=Path, help="the run directory (default <output_dir>/<kind>/<name>)")

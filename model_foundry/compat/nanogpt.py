@@ -28,6 +28,13 @@ from model_foundry.training.schedules import DEFAULT_UNFREEZE_LR_MULTIPLIER, Unf
 
 
 class ModelMode(str, Enum):
+    """What the model predicts, named as the nanoGPT-style API's users know it (`GPTConfig.mode`).
+
+    "Mode" means this alone (the loss-modifier pipeline this API takes is filtered per mode too).
+    Model Foundry's configs say `task.type` for what a model predicts, and `experiment.kind`
+    (`foundry train --kind`) for pretraining or finetuning, which is never called a mode.
+    """
+
     LANGUAGE_MODEL = "language_model"
     TOKEN_CLASSIFIER = "token_classifier"
     SEQUENCE_SCORER = "sequence_scorer"

@@ -34,7 +34,7 @@ def find_experiment_config(name: str, kind: str | None = None, root: Path = DEFA
         return found[0]
     if len(found) > 1:
         raise UserError(f"Experiment {name!r} exists as both pretraining and finetuning under {root}; "
-                        "choose one with -m pretraining or -m finetuning.")
+                        "choose one with --kind pretraining or --kind finetuning.")
     existing = sorted(p.parent.name for k in kinds for p in (root / k).glob("*/config.yaml"))
     listing = ", ".join(existing) if existing else "none yet"
     raise UserError(f"No experiment named {name!r} under {root}/{'|'.join(kinds)}/ (experiments there: "

@@ -105,15 +105,25 @@ def describe_validation_error(exc: ValidationError, path: Path | None, text: str
         dotted = ".".join(loc)
         where = location_of(dotted, path, text, overridden)
         if error["type"] == "extra_forbidden":
-            valid = field_names(loc[:-1])
-            kind = "section" if len(loc) == 1 else "key"
-            problems.append(f"{where}unknown {kind} {dotted!r}; {did_you_mean(loc[-1], valid)}")
+            problems.append(where + unknown_key_problem(loc))
         else:
             message = error["msg"].removeprefix("Value error, ")
             shown = f" = {error['input']!r}" if not isinstance(error["input"], dict) else ""
             problems.append(f"{where}{dotted or 'config'}{shown}: {message}")
     source = f"Config {path}" if path else "Config"
     return f"{source} is invalid: " + "; ".join(problems) + "."
+
+
+def unknown_key_problem(loc: list[str]) -> str:
+    """A key the section does not take: an alternative name of a key that is given too, or a typo."""
+    dotted = ".".join(loc)
+    canonical = alternative_key_names(loc[:-1]).get(loc[-1])
+    if canonical is not None:
+        other = ".".join([*loc[:-1], canonical])
+        return (f"{dotted!r} and {other!r} are the same key ({loc[-1]!r} is an alternative name of "
+                f"{canonical!r}); keep one")
+    kind = "section" if len(loc) == 1 else "key"
+    return f"unknown {kind} {dotted!r}; {did_you_mean(loc[-1], field_names(loc[:-1]))}"
 
 
 def location_of(dotted: str, path: Path | None, text: str, overridden: set[str]) -> str:
@@ -143,15 +153,30 @@ def line_of_key(text: str, keys: list[str]) -> int | None:
     return line
 
 
-def field_names(loc: list[str]) -> list[str]:
-    """The canonical keys of the section at `loc` (the root's sections for an empty loc)."""
+def section_at(loc: list[str]) -> type[BaseModel]:
+    """The schema class of the section at `loc` (the whole config for an empty loc)."""
     model: type[BaseModel] = FoundryConfig
     for part in loc:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, Section)):
             break
         model = annotation
-    return list(model.model_fields)
+    return model
+
+
+def field_names(loc: list[str]) -> list[str]:
+    """The canonical keys of the section at `loc` (the root's sections for an empty loc)."""
+    return list(section_at(loc).model_fields)
+
+
+def alternative_key_names(loc: list[str]) -> dict[str, str]:
+    """{alternative key name: canonical key} of the section at `loc`, e.g. {'lr': 'learning_rate'}: the
+    names other systems give a key, which the schema accepts as aliases (`schema.alias`)."""
+    names = {}
+    for name, field in section_at(loc).model_fields.items():
+        choices = getattr(field.validation_alias, "choices", ())
+        names.update({choice: name for choice in choices if isinstance(choice, str) and choice != name})
+    return names
 
 
 def save_yaml(data: dict, path: Path) -> None:

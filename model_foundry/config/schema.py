@@ -1,8 +1,8 @@
 """The configuration schema: one pydantic model per YAML section.
 
 Every section forbids unknown keys, so a typo is an error that names the closest valid key
-instead of a setting that silently does nothing. Where an older system users come from spelled a key differently
-(`max_iters`, `torch_dtype`, `lr`), the old spelling is accepted as an alias of the canonical one.
+instead of a setting that silently does nothing. Where an older system users come from named a key differently
+(`max_iters`, `torch_dtype`, `lr`), that alternative key name is accepted as an alias of the canonical one.
 `None` in a model field means "the architecture's own default (or its preset's)".
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Section(BaseModel):
 
 
 def alias(*names: str) -> AliasChoices:
-    """Accept the canonical name (first) and older spellings of a key."""
+    """Accept the canonical name of a key (first) and its alternative key names."""
     return AliasChoices(*names)
 
 

@@ -29,12 +29,11 @@ INIT_STD = 0.02
 
 @dataclass
 class ModelOutput:
-    """What `forward` returns. `attentions` stays None: fused attention never materialises the weights."""
+    """What `forward` returns. There are no attention weights: fused attention never materialises them."""
 
     loss: Tensor | None = None
     logits: Tensor | None = None
     hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
 
 
 def token_loss(logits: Tensor, labels: Tensor) -> Tensor:

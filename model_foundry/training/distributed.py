@@ -40,6 +40,7 @@ from torch import nn
 from model_foundry.config.schema import TrainingSection
 from model_foundry.data.batches import mix_seed
 from model_foundry.errors import UserError
+from model_foundry.ranks import WRITER_RANK, is_writer, process_rank
 from model_foundry.training.precision import resolve_device
 from model_foundry.training.sharded_state import ReplicatedState, ShardedState
 
@@ -102,8 +103,8 @@ class Workers:
 
     @property
     def is_writer(self) -> bool:
-        """Rank 0 alone writes checkpoints, metrics, results and the progress display."""
-        return self.rank == 0
+        """Rank 0 alone writes checkpoints, metrics, results and the progress display (`ranks.is_writer`)."""
+        return is_writer(self.rank)
 
     @property
     def alone(self) -> bool:
@@ -150,7 +151,7 @@ class Workers:
         if self.alone:
             return value
         box = [value]
-        dist.broadcast_object_list(box, src=0, group=self.host_group)
+        dist.broadcast_object_list(box, src=WRITER_RANK, group=self.host_group)
         return box[0]
 
     def rank_zero_first(self, on_rank_zero: Callable[[], T], on_others: Callable[[], T] | None = None) -> T:
@@ -271,11 +272,6 @@ def world_size_from_environment() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def is_first_process() -> bool:
-    """Rank 0, or a process that no launcher started (also after the process group is gone)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 @contextmanager
 def process_group(device_name: str, clean_exits: tuple[type[BaseException], ...] = ()) -> Iterator[Workers]:
     """The processes torchrun started, as `Workers`, joined on entry and parted on exit.
@@ -296,7 +292,7 @@ def process_group(device_name: str, clean_exits: tuple[type[BaseException], ...]
     host_group = dist.new_group(backend="gloo") if device.type == "cuda" else dist.group.WORLD
     clean = False
     try:
-        yield Workers(rank=dist.get_rank(), world_size=world_size, device=device, host_group=host_group)
+        yield Workers(rank=process_rank(), world_size=world_size, device=device, host_group=host_group)
         clean = True
     except clean_exits:
         clean = True

@@ -4,13 +4,13 @@ from __future__ import annotations
 import sys
 
 from model_foundry.config.schema import FoundryConfig, TrainingSection
-from model_foundry.training.distributed import is_first_process
+from model_foundry.ranks import is_writer
 
 
 def warn(message: str) -> None:
     """One warning line on stderr: a key that has no effect here is worth a line, never an error.
     Only the first process says it: N workers would say the same N times."""
-    if is_first_process():
+    if is_writer():
         print(f"warning: {message}", file=sys.stderr)
 
 

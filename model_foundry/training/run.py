@@ -37,18 +37,18 @@ from model_foundry.training.weights import load_weights
 
 
 def train(config_or_path: str | Path | dict | FoundryConfig, overrides: dict[str, Any] | list[str] | None = None,
-          out: str | Path | None = None, mode: str | None = None) -> dict:
+          out: str | Path | None = None, kind: str | None = None) -> dict:
     """Run a training job and return its results dict (the content of results.json)."""
-    return run_training(config_or_path, overrides, out, mode)[0]
+    return run_training(config_or_path, overrides, out, kind)[0]
 
 
 def run_training(config_or_path: str | Path | dict | FoundryConfig,
                  overrides: dict[str, Any] | list[str] | None = None, out: str | Path | None = None,
-                 mode: str | None = None) -> tuple[dict, Path]:
+                 kind: str | None = None) -> tuple[dict, Path]:
     """`train`, also returning the run directory (the CLI prints it)."""
     override_map = dict(overrides) if isinstance(overrides, dict) else list(overrides or [])
-    if mode is not None:
-        override_map = add_override(override_map, "experiment.kind", mode)
+    if kind is not None:
+        override_map = add_override(override_map, "experiment.kind", kind)
     loaded = load_config(config_or_path, override_map)
     check_choices(loaded.config)
     run_dir = run_directory(loaded.config, out)
