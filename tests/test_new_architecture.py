@@ -1,4 +1,4 @@
-"""The README's "Adding an architecture" example is one file that trains, saves, loads and templates."""
+"""The "Adding an architecture" example of docs/models.md is one file that trains, saves, loads and templates."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,11 +11,11 @@ import model_foundry
 from model_foundry.models import BaseLanguageModel
 from model_foundry.templates import new_pretraining
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
 def readme_example(tmp_path) -> Path:
-    section = README.read_text(encoding="utf-8").split("### Adding an architecture", 1)[1]
+    section = GUIDE.read_text(encoding="utf-8").split("\n## Adding an architecture\n", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     path = tmp_path / "tiny_architecture.py"
     path.write_text(code, encoding="utf-8")

@@ -1,5 +1,5 @@
 """Does pretraining help the quickstart's sentiment classifier with few labels? The experiments behind
-README "What pretraining buys at small budgets". Run by hand from the repository root, after
+docs/measurements.md, "What pretraining buys at small budgets". Run by hand from the repository root, after
 `foundry quickstart` has filled its data cache (~/.cache/model_foundry/quickstart):
 
     python benchmarks/quickstart_transfer/few_labels.py tokenizer

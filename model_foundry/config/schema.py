@@ -25,36 +25,59 @@ def alias(*names: str) -> AliasChoices:
 
 
 class ExperimentSection(Section):
+    """What the run is: its name and kind, its seed, and where its directory goes."""
+    # The run's name: its directory is <output_dir>/<kind>/<name> unless `foundry train --out` says otherwise.
     name: str = "run"
+    # pretraining or finetuning: the folder its run directory goes in (`foundry train -m` sets it).
     kind: Literal["pretraining", "finetuning"] = "pretraining"
+    # Seeds Python, NumPy and torch: initial weights, data order, masking, dropout, max_train_samples subsets.
     seed: int = 1337
+    # The root of run directories and of the token cache (<output_dir>/.cache/tokens).
     output_dir: str = "experiments"
+    # Free text for people reading the config.
     description: str = ""
 
 
 class TokenizerSection(Section):
+    """The tokenizer a run trains on `data.train.path`, unless one comes from `path`, the run being
+    resumed or the checkpoint the run starts from (docs/tokenizers.md)."""
+    # The kind of tokenizer to train.
     type: Literal[TOKENIZER_TYPES] = Field(
         "bpe", validation_alias=alias("type", "tokenizer_type"))
+    # The most tokens the trained tokenizer holds, its five special tokens included.
     vocab_size: int = Field(8000, ge=8)
     # An existing tokenizer (a directory holding tokenizer.json, or the file). Without it, one is
     # trained on the training data and saved in the run directory.
     path: str | None = None
+    # Finetuning inputs are cut to min(max_length, model.block_size) tokens; None: block_size alone.
     max_length: int | None = Field(None, ge=2)
+    # Lowercase cased letters before tokenizing (accents and combining marks are kept).
     lowercase: bool = False
+    # The fewest occurrences a bpe or wordpiece merge needs (char and unigram have no use for it).
     min_frequency: int = Field(2, ge=1)
 
 
 class SplitSection(Section):
+    """One data split."""
+    # A file, a glob, or a list of files and globs.
     path: str | list[str] | None = Field(None, validation_alias=alias("path", "dataset_path"))
 
 
 class DataSection(Section):
+    """Where a run's texts and labels come from, and how they are read (docs/data.md)."""
+    # The training split (`train: FILE` is short for `train: {path: FILE}`).
     train: SplitSection = SplitSection()
+    # The validation split; without it, see val_fraction.
     val: SplitSection = SplitSection()
+    # The test split, evaluated at the end of training.
     test: SplitSection = SplitSection()
+    # The files' format; None: guessed from each file's extension.
     format: Literal["text", "jsonl", "csv", "tsv", "conllu", "conll", "pt"] | None = None
+    # jsonl, csv, tsv: the column holding the text (token_classification in jsonl: the list of words).
     text_column: str = "text"
+    # sequence_classification: a column holding a second text, for sentence pairs.
     text_pair_column: str | None = None
+    # The column holding the label, score or tags; conllu: the tag column's name (`label` means upos).
     label_column: str = "label"
     # Without a val file: pretraining takes the last fraction of the token stream as val; finetuning
     # holds out a seeded random fraction of the labelled examples, but only when this key is set.
@@ -75,30 +98,52 @@ class DataSection(Section):
 
 
 class ModelSection(Section):
+    """The architecture and its settings. A key left unset takes the architecture's own default, or
+    its preset's (docs/models.md)."""
+    # A registered architecture (gpt2 is an older spelling of gpt).
     architecture: str = "gpt"
+    # A size; the keys set explicitly override it.
     preset: Literal["small", "base", "large"] | None = None
+    # Transformer blocks or recurrent layers (per stack for the hybrid).
     n_layer: int | None = Field(None, ge=1)
+    # Attention heads per block.
     n_head: int | None = Field(None, ge=1)
+    # The width of the embeddings and of the residual stream.
     n_embd: int | None = Field(None, ge=1)
+    # The MLP's width; None: 4 x n_embd.
     intermediate_size: int | None = Field(None, ge=1)
+    # The context length in tokens.
     block_size: int | None = Field(None, ge=2)
+    # Dropout probability (the architectures default to 0).
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    # Biases in the linear layers and LayerNorms.
     bias: bool | None = None
+    # bidirectional attention makes a model a masked LM by default.
     attention_type: Literal[ATTENTION_TYPES] | None = None
+    # How positions are encoded.
     positional: Literal[POSITIONAL_ENCODINGS] | None = None
+    # LayerNorm before (pre) or after (post) each sub-layer.
     norm_position: Literal[NORM_POSITIONS] | None = None
+    # The MLP's activation: gelu is exact (BERT), gelu_tanh the tanh approximation (GPT-2).
     activation: Literal[ACTIVATIONS] | None = None
+    # The LayerNorms' epsilon.
     layer_norm_eps: float | None = Field(None, gt=0.0)
+    # Token-type (sentence A/B) embeddings; 0: none.
     type_vocab_size: int | None = Field(None, ge=0)
     # hybrid only: two_stack (a bidirectional and a causal stack) or shared (one stack, both objectives).
     hybrid_design: Literal["two_stack", "shared"] | None = None
+    # lstm, gru, rnn: the size of the recurrent state.
     hidden_size: int | None = Field(None, ge=1)
+    # lstm, gru, rnn: read both directions (a masked LM by default).
     bidirectional: bool | None = None
+    # hf only: the dtype the Hugging Face weights load in.
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, validation_alias=alias("dtype", "torch_dtype"))
     # hf only: a Hugging Face model directory or hub name, and whether to run code it ships.
     hf_name_or_path: str | None = None
+    # hf only: let transformers run Python code that the model directory ships.
     trust_remote_code: bool = False
+    # hf only: recompute activations in the backward pass, to save memory.
     gradient_checkpointing: bool | None = None
 
     def architecture_values(self) -> dict:
@@ -109,33 +154,45 @@ class ModelSection(Section):
 
 
 class TaskSection(Section):
+    """What the run learns: the objective or finetuning task, and its settings (docs/tasks.md)."""
     # None: the architecture's natural objective (causal_lm for gpt, masked_lm for bert).
     type: str | None = None
+    # masked_lm, hybrid, replaced_token_detection: the share of tokens masked.
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
     # replaced_token_detection: the generator's width as a share of the discriminator's n_embd.
     generator_size: float = Field(0.25, gt=0.0, le=1.0)
     # replaced_token_detection: loss = generator MLM loss + rtd_weight x discriminator BCE (ELECTRA: 50).
     rtd_weight: float = Field(50.0, gt=0.0)
+    # Language-model objectives: pad each batch's length up to a multiple of this.
     pad_to_multiple_of: int | None = Field(None, ge=1)
     # ---- hybrid: causal_ratio (shared design) is the share of causal batches, loss_weights
     # (two_stack design) the [mlm, clm] weights of the two objectives' losses (default [0.5, 0.5]).
+    # The shared design's share of causal batches.
     causal_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    # The two_stack design's [mlm, clm] loss weights; None: [0.5, 0.5].
     loss_weights: list[float] | None = None
     # ---- finetuning tasks (sequence_classification, token_classification, sequence_scoring) ----
     # The label set is read from the training split; num_labels, when given, must agree with it.
     num_labels: int | None = Field(None, ge=1)
     # Several labels per example: a JSON list in jsonl, or label_separator-joined text in tsv/csv.
     multi_label: bool = False
+    # multi_label in tsv or csv: the separator between the labels of an example.
     label_separator: str = ","
     # None: `last` for causal backbones, `cls` for bidirectional ones.
     pooler: Literal[POOLERS] | None = None
+    # linear, or sequential (dropout, linear, GELU, dropout, linear).
     head: Literal[HEADS] = "linear"
+    # Dropout in the task head.
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     # None: cross_entropy (bce when multi_label, mse for scoring).
     criterion: Literal[CRITERIA] | None = None
+    # cross_entropy: the share of the target spread over the other labels.
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # cross_entropy: one weight per label, in the label set's order (numeric for integer labels, else alphabetical).
     class_weights: list[float] | None = None
+    # bitempered: t1 < 1 bounds the loss of outliers.
     bitempered_t1: float = Field(0.8, gt=0.0, le=1.0)
+    # bitempered: t2 > 1 gives heavier tails.
     bitempered_t2: float = Field(1.2, ge=1.0)
     # sequence_scoring: `sigmoid` bounds the score to [0, 1] (a bounded scorer); `none` is plain regression.
     score_activation: Literal["sigmoid", "none"] = "sigmoid"
@@ -154,6 +211,8 @@ class TaskSection(Section):
 
 
 class TransferSection(Section):
+    """Finetuning from a checkpoint: which weights, what is frozen and until when, and per-part learning
+    rates (docs/tasks.md)."""
     # A run directory, an experiment name or a checkpoint directory whose backbone weights start
     # this run. The backbone's architecture and the tokenizer come from it too.
     init_from_checkpoint: str | None = None
@@ -162,13 +221,18 @@ class TransferSection(Section):
     load_weights: bool = True
     # Every backbone weight must be found in the checkpoint (the task head is always new).
     strict: bool = True
+    # Freeze the whole backbone (embeddings and blocks).
     freeze_transformer: bool = False
+    # Freeze the embeddings.
     freeze_embeddings: bool = False
+    # Freeze the first N blocks.
     freeze_n_layers: int = Field(0, ge=0)
+    # Freeze these blocks (0 = first; negative indices count from the top).
     freeze_layer_indices: list[int] = []
     # Unfreeze everything frozen above after this many epochs or optimizer steps. Without a freeze
     # flag, either one freezes the whole backbone until then (an unfreeze point alone would do nothing).
     freeze_epochs: float | None = Field(None, gt=0.0)
+    # The optimizer step to unfreeze at; set this or freeze_epochs, not both.
     unfreeze_at_iteration: int | None = Field(None, ge=1)
     # At unfreezing, the backbone's LR is multiplied by this for the rest of the run. 0.1, not 1:
     # the unfrozen weights' Adam state starts fresh, so their first updates are about one LR per
@@ -176,12 +240,16 @@ class TransferSection(Section):
     # features the frozen phase relied on. The nanoGPT-compatible API and TransferLearningScheduler
     # read this same default (model_foundry.training.schedules.Unfreezing).
     unfreeze_lr_multiplier: float = Field(0.1, gt=0.0)
+    # The task head's learning rate as a multiple of training.learning_rate.
     head_lr_mult: float = Field(1.0, gt=0.0)
+    # The backbone's learning rate as a multiple of training.learning_rate.
     backbone_lr_mult: float = Field(1.0, gt=0.0)
     # Layer-wise LR decay: block i (0 = first) of n gets the backbone LR x layer_lr_decay^(n - 1 - i),
     # the embeddings x layer_lr_decay^n; the head keeps head_lr_mult.
     layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)
+    # Re-draw the weights of the top N blocks after loading.
     reinit_n_layers: int = Field(0, ge=0)
+    # Drop the top N blocks.
     remove_n_layers: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -192,33 +260,60 @@ class TransferSection(Section):
 
 
 class TrainingSection(Section):
+    """The loop: its length, batches, optimizer, schedule, evaluation, checkpoints, precision, device
+    and resuming (docs/training.md)."""
+    # Optimizer steps to train; wins over epochs when both are set.
     max_steps: int | None = Field(None, ge=1, validation_alias=alias("max_steps", "max_iters"))
+    # Passes over the training data when max_steps is unset (neither set: 1 epoch).
     epochs: float | None = Field(None, gt=0.0)
+    # Rows per micro-batch.
     batch_size: int = Field(32, ge=1)
+    # Micro-batches per optimizer step: a step's global batch is batch_size x this on any number of processes.
     gradient_accumulation_steps: int = Field(1, ge=1)
+    # The peak learning rate.
     learning_rate: float = Field(3e-4, gt=0.0, validation_alias=alias("learning_rate", "lr"))
+    # The end of cosine and linear decay (None: a tenth of the peak) and plateau's floor (None: a thousandth).
     min_lr: float | None = Field(None, ge=0.0)
+    # Linear warmup from 0 over this many steps; set this or warmup_ratio, not both.
     warmup_steps: int | None = Field(None, ge=0, validation_alias=alias("warmup_steps", "warmup_iters"))
+    # Linear warmup over this share of the run's steps.
     warmup_ratio: float | None = Field(None, ge=0.0, lt=1.0)
     # cosine | linear (decay to min_lr after warmup) | constant (the peak after warmup; warmup_only and
     # transfer are aliases of it) | plateau (reduce by plateau_factor after plateau_patience evals without
     # a better val loss). Per-part rates and unfreezing come from the transfer section under all of them.
     lr_schedule: Literal["cosine", "linear", "constant", "warmup_only", "transfer", "plateau"] = "cosine"
+    # plateau: evaluations without a better val loss before the rate is reduced.
     plateau_patience: int = Field(3, ge=1)
+    # plateau: what the rate is multiplied by at each reduction.
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    # AdamW's weight decay, never applied to biases, norms and embeddings.
     weight_decay: float = Field(0.1, ge=0.0)
+    # AdamW's beta1.
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    # AdamW's beta2.
     beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    # Clip the gradients' global norm to this; 0 or None: no clipping.
     grad_clip: float | None = Field(1.0, ge=0.0)
+    # Evaluate on the val split every this many steps.
     eval_interval: int = Field(200, ge=1)
+    # Batches per evaluation during training (None: the whole split); the final evaluation uses whole splits.
     eval_iters: int | None = Field(None, ge=1)
+    # Write a row of metrics/train.csv every this many steps (the loop waits for the device only then).
     log_interval: int = Field(10, ge=1)
+    # Also save checkpoints/step_N every this many steps; None: only last and best.
     save_interval: int | None = Field(None, ge=1)
+    # How many step_N checkpoints to keep (the newest).
     keep_last_n: int = Field(2, ge=0)
+    # The val metric that picks checkpoints/best and stops early; None: the task's (loss for pretraining,
+    # accuracy, token_accuracy or pearson for finetuning).
     best_metric: str | None = None
+    # Stop after this many evaluations without a better best_metric.
     early_stopping_patience: int | None = Field(None, ge=1)
+    # auto: bf16 where the hardware runs it natively, fp16 with loss scaling on older CUDA GPUs, else fp32.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # auto: CUDA, then Apple's MPS, then the CPU.
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Run the model through torch.compile.
     compile: bool = False
     # torch.compile's mode when compile is true. reduce-overhead replays each step as CUDA graphs: far
     # fewer kernel launches where small models leave a GPU launch-bound; it records a graph per input
@@ -227,9 +322,13 @@ class TrainingSection(Section):
     # How several processes (--nproc N, torchrun) share the model: ddp (a full copy each, gradients
     # all-reduced) or fsdp (FSDP2: parameters, gradients and optimizer state sharded).
     distributed: Literal["ddp", "fsdp"] = "ddp"
+    # Continue this run from checkpoints/last (a fresh start when there is none yet).
     resume: bool = False
+    # Start this run from another run's checkpoint (a checkpoint or run directory), with its full state.
     resume_from: str | None = None
+    # resume_from: every weight must match; false loads what matches and lists the rest.
     strict: bool = True
+    # resume_from: take the weights only, not the optimizer state or the step.
     load_only_model_state: bool = False
 
     @model_validator(mode="after")
@@ -242,12 +341,19 @@ class TrainingSection(Section):
 class LossModifiersSection(Section):
     """Loss modifiers (model_foundry/models/heads/loss_modifiers.py says what each computes)."""
 
+    # false switches every modifier off at once.
     enabled: bool = Field(True, validation_alias=alias("enabled", "loss_modifiers_enabled"))
+    # Weight each token's loss by 1 + weight x H(p) / log V: uncertain tokens count more.
     entropy_modifier_enabled: bool = False
+    # Entropy weighting's weight.
     entropy_modifier_weight: float = Field(1.0, ge=0.0)
+    # Smooth the targets: (1 - factor) on the true token, factor spread uniformly.
     target_smoothing_enabled: bool = False
+    # Target smoothing's factor.
     target_smoothing_factor: float = Field(0.1, ge=0.0, lt=1.0)
+    # Weight a sequence's tokens by (r / r_b)^power (r_b its share of target tokens, r the batch's).
     mask_ratio_weight_enabled: bool = False
+    # Mask-ratio weighting's power.
     mask_ratio_weight_power: float = Field(0.5, ge=0.0)
 
     def pipeline_settings(self) -> dict:
@@ -256,20 +362,29 @@ class LossModifiersSection(Section):
 
 
 class LoggingSection(Section):
+    """Where metrics go besides the terminal."""
+    # Write metrics/train.csv and metrics/eval.csv.
     csv: bool = True
+    # Write tensorboard/ (the tensorboard extra).
     tensorboard: bool = False
+    # Log to Weights & Biases (the wandb extra).
     wandb: bool = False
     # W&B without an account or network: "offline" writes a local run that `wandb sync` uploads.
     wandb_mode: Literal["online", "offline"] = "offline"
+    # The W&B project.
     project: str = "model-foundry"
 
 
 class LoraSection(Section):
     """Low-rank adapters (through `peft`) on the backbone's projections; the base weights stay frozen."""
 
+    # Train adapters instead of the base weights.
     enabled: bool = False
+    # The adapters' rank.
     r: int = Field(8, ge=1)
+    # Updates are scaled by alpha / r (alpha / sqrt(r) with use_rslora).
     alpha: float = Field(16.0, gt=0.0, validation_alias=alias("alpha", "lora_alpha"))
+    # Dropout on the adapters' input.
     dropout: float = Field(0.0, ge=0.0, lt=1.0, validation_alias=alias("dropout", "lora_dropout"))
     # Module names (suffixes) to adapt; None picks the backbone family's projections.
     target_modules: list[str] | None = None
@@ -277,7 +392,9 @@ class LoraSection(Section):
     layers_to_transform: list[int] | None = None
     # Extra modules trained in full and saved with the adapter; the task head and pooler always are.
     modules_to_save: list[str] = []
+    # Rank-stabilised scaling: alpha / sqrt(r).
     use_rslora: bool = False
+    # DoRA: weight-decomposed adapters (a magnitude and a direction).
     use_dora: bool = False
     # true (peft's default: B = 0, so training starts from the base model), false (random), or a
     # peft scheme name such as "gaussian", "pissa", "olora".
@@ -285,10 +402,12 @@ class LoraSection(Section):
     # A saved adapter directory (adapter_config.json + adapter_model.safetensors) to start from;
     # its own r, alpha and target modules apply. is_trainable: false keeps it frozen.
     pretrained_adapter_path: str | None = None
+    # false keeps pretrained_adapter_path's adapter frozen.
     is_trainable: bool = True
 
 
 class FoundryConfig(Section):
+    """A run's whole config: one section per stage (docs/config-reference.md lists every key)."""
     experiment: ExperimentSection = ExperimentSection()
     tokenizer: TokenizerSection = TokenizerSection()
     data: DataSection = DataSection()
