@@ -22,7 +22,7 @@ def train(config_or_path: str | Path | dict | FoundryConfig, overrides: dict[str
     """Run what `foundry train` runs and return the results dict (see results.json).
 
     `kind` sets experiment.kind (pretraining / finetuning), as `foundry train --kind` does. `mode=`
-    is its older spelling (seed 001's `-m`): it still works, with a DeprecationWarning.
+    is its older spelling (the CLI's `-m`): it still works, with a DeprecationWarning.
     """
     from model_foundry.training.run import train as run_training
 

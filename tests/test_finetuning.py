@@ -207,7 +207,7 @@ def test_token_classification_tags_words(pretrained, tmp_path):
 
 
 @pytest.mark.slow
-def test_seed_001_tensor_files_finetune(pretrained, tmp_path):
+def test_pt_tensor_files_finetune(pretrained, tmp_path):
     """Padded rows with a True = PAD mask and integer labels, as the `.pt` dataset format saves them."""
     from torch.utils.data import TensorDataset
 

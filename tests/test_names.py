@@ -1,5 +1,5 @@
 """One meaning per name: `experiment.kind` is `--kind` / `kind=` (older spellings -m, --mode, mode=
-still work), each flag of `foundry new` means one thing (seed 001's -p / -f still work where they are
+still work), each flag of `foundry new` means one thing (the older -p / -f still work where they are
 unambiguous), one function says which process writes, `ModelOutput` has no `attentions`, and
 alternative key names of the config are aliases."""
 from __future__ import annotations
@@ -108,7 +108,7 @@ def request(*argv: str) -> commands.NewExperiment:
     (["-p", "a"], ("pretraining", "a", None)),
     (["--pretraining", "a", "-rp", "old"], ("pretraining", "a", None)),
     (["finetuning", "b", "--from", "a"], ("finetuning", "b", "a")),
-    (["-f", "b", "-p", "a"], ("finetuning", "b", "a")),  # seed 001: -p is the run to start from with -f
+    (["-f", "b", "-p", "a"], ("finetuning", "b", "a")),  # older spelling: -p is the run to start from with -f
     (["-f", "b", "--from", "a"], ("finetuning", "b", "a")),
 ])
 def test_new_reads_its_own_and_seed_spellings_alike(argv, expected):
@@ -116,9 +116,9 @@ def test_new_reads_its_own_and_seed_spellings_alike(argv, expected):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["finetuning", "b", "-p", "a"], ["-p is seed 001's spelling", "--from PRETRAIN"]),
+    (["finetuning", "b", "-p", "a"], ["-p is the older spelling", "--from PRETRAIN"]),
     (["pretraining", "a", "-p", "c"], ["both name the experiment", "foundry new pretraining NAME"]),
-    (["pretraining", "a", "-f", "b"], ["-f is seed 001's spelling"]),
+    (["pretraining", "a", "-f", "b"], ["-f is the older spelling"]),
     (["-f", "b", "-p", "a", "--from", "c"], ["-p a and --from c both name the pretraining run", "give one"]),
     (["-p", "a", "--from", "c"], ["--from c names the run a finetuning experiment starts from", "--resume-from c"]),
     (["pretraining", "a", "--from", "c"], ["--from c names the run a finetuning experiment starts from"]),
@@ -135,7 +135,7 @@ def test_new_refuses_flags_whose_meaning_is_unclear(argv, words):
 
 def test_a_refused_new_writes_nothing_and_exits_2(tmp_path, capsys):
     assert main(["new", "finetuning", "b", "-p", "a", "--root", str(tmp_path / "experiments")]) == 2
-    assert "seed 001's spelling" in one_line(capsys.readouterr().err)
+    assert "the older spelling" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "experiments").exists()
 
 

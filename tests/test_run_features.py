@@ -89,7 +89,7 @@ def test_bf16_autocast_trains_on_cpu(make_config, tmp_path, precision):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt", "bert"])
-def test_pretraining_on_seed_001_tensor_files(make_config, tiny_corpus, tmp_path, arch):
+def test_pretraining_on_pt_tensor_files(make_config, tiny_corpus, tmp_path, arch):
     """Padded rows with a bool True = PAD mask, as the `.pt` dataset format saves them, train both objectives."""
     tokenizer = train_tokenizer("char", 64, files=[tiny_corpus])
     tokenizer.save(tmp_path / "tok")

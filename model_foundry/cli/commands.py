@@ -46,18 +46,18 @@ def new_experiment(args: Namespace) -> None:
 
 
 def new_experiment_request(args: Namespace) -> NewExperiment:
-    """What `foundry new` is asked for, in its own spelling or in seed 001's.
+    """What `foundry new` is asked for, in its own spelling or in the older one.
 
     `foundry new KIND NAME` gives each flag one meaning: --from is the run a finetuning experiment
-    starts from, --resume-from the pretraining experiment a new one clones. Seed 001's scripts said
+    starts from, --resume-from the pretraining experiment a new one clones. The older spelling is
     `-p NAME [-rp OLD]` and `-f NAME -p PRETRAIN`: -p is the new experiment, or with -f the run to
     start from. Those spellings still work as they meant; mixed with KIND NAME, where -p could be
     either, they are refused.
     """
-    old_pretraining, old_finetuning = args.seed_pretraining, args.seed_finetuning
+    old_pretraining, old_finetuning = args.older_pretraining, args.older_finetuning
     if args.kind is not None and (old_pretraining or old_finetuning):
         flag = "-f" if old_finetuning else "-p"
-        raise UserError(f"`foundry new {args.kind} NAME` and {flag} both name the experiment: {flag} is seed 001's "
+        raise UserError(f"`foundry new {args.kind} NAME` and {flag} both name the experiment: {flag} is the older "
                         "spelling (`foundry new -p NAME`, `foundry new -f NAME -p PRETRAIN`). Use one form: "
                         "`foundry new pretraining NAME` or `foundry new finetuning NAME --from PRETRAIN`.")
     if old_finetuning is not None:

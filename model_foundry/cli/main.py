@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new", help="write an experiment's config.yaml from a commented template",
                          description="foundry new pretraining NAME [--arch A] [--resume-from OLD] | "
                                      "foundry new finetuning NAME --from PRETRAIN [--task T]; "
-                                     "seed 001's spellings still work: foundry new -p NAME [-rp OLD] | "
+                                     "older spellings still work: foundry new -p NAME [-rp OLD] | "
                                      "foundry new -f NAME -p PRETRAIN")
     new.add_argument("kind", nargs="?", choices=["pretraining", "finetuning"])
     new.add_argument("name", nargs="?")
@@ -68,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--arch", default="gpt", help="pretraining: a registered architecture (default gpt)")
     new.add_argument("--resume-from", "-rp", dest="resume_from", metavar="OLD",
                      help="pretraining: clone experiment OLD with resume_from pointing at its last checkpoint")
-    new.add_argument("-p", "--pretraining", dest="seed_pretraining", metavar="NAME",
+    new.add_argument("-p", "--pretraining", dest="older_pretraining", metavar="NAME",
                      help="older spelling: a new pretraining experiment NAME (= pretraining NAME), or with -f the "
                           "pretraining run to start from (= --from NAME)")
-    new.add_argument("-f", "--finetuning", dest="seed_finetuning", metavar="NAME",
+    new.add_argument("-f", "--finetuning", dest="older_finetuning", metavar="NAME",
                      help="older spelling of finetuning NAME (with -p or --from)")
     new.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root")
     new.set_defaults(handler=commands.new_experiment)
