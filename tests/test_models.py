@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from model_foundry.errors import UserError
 from model_foundry.models import (ARCHITECTURES, PRESETS, BaseLanguageModel, Bert, BertConfig, GPT, GPTConfig,
                                   ModelOutput, create_model, get_architecture, register_architecture)
-from model_foundry.training.weights import load_weights
+from model_foundry.checkpoint_files import load_weights
 
 VOCAB = 53
 TINY = {"vocab_size": VOCAB, "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 24}
