@@ -56,6 +56,14 @@ def write_model_directory(directory: Path, model: nn.Module, description: dict[s
     write_json(directory / CONFIG_FILE, {"format_version": FORMAT_VERSION, **description})
 
 
+def write_weights(path: Path, tensors: dict[str, Tensor]) -> None:
+    """A safetensors file of `tensors` (none of them sharing memory), marked as PyTorch's."""
+    from safetensors.torch import save_file
+
+    save_file({name: tensor.detach().contiguous() for name, tensor in tensors.items()}, str(path),
+              metadata={"format": "pt"})
+
+
 def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 

@@ -16,7 +16,7 @@ import yaml
 from safetensors import SafetensorError
 
 import model_foundry
-from model_foundry.checkpoint_files import (STATE_FILE, WEIGHTS_FILE, is_checkpoint, load_weights, os_error_behind,
+from model_foundry.checkpoint_files import (WEIGHTS_FILE, is_checkpoint, load_weights, os_error_behind,
                                             read_model_config)
 from model_foundry.cli.main import main
 from model_foundry.errors import UserError

@@ -26,10 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
 from torch import nn
 
-from model_foundry.checkpoint_files import ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, read_weights
+from model_foundry.checkpoint_files import ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, read_weights, write_weights
 from model_foundry.errors import UserError
 from model_foundry.models.base import ATTACHMENTS, Attachment
 
@@ -193,8 +192,7 @@ def save_adapter(model: nn.Module, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     model.peft_config[ADAPTER_NAME].save_pretrained(str(directory))
     state = peft.get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
-    save_file({PEFT_PREFIX + key: value.detach().contiguous() for key, value in state.items()},
-              str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    write_weights(directory / ADAPTER_WEIGHTS, {PEFT_PREFIX + key: value for key, value in state.items()})
 
 
 def wrapped_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, nn.Module]]:
