@@ -207,11 +207,11 @@ class BaseLanguageModel(nn.Module, ABC):
         """Write `model.safetensors` and `model_config.json` into `directory` (created if needed), and
         the files of each attached part (a LoRA adapter) with its entry in `model_config.json`."""
         directory = Path(directory)
-        attached = {key: part for key, part in ATTACHMENTS.items() if part.describe(self) is not None}
-        write_model_directory(directory, self, {**self.description(),
-                                                **{key: part.describe(self) for key, part in attached.items()}})
-        for part in attached.values():
-            part.save(self, directory)
+        entries = {key: part.describe(self) for key, part in ATTACHMENTS.items()}
+        entries = {key: entry for key, entry in entries.items() if entry is not None}
+        write_model_directory(directory, self, {**self.description(), **entries})
+        for key in entries:
+            ATTACHMENTS[key].save(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> BaseLanguageModel:
@@ -250,9 +250,9 @@ ATTACHMENTS: dict[str, Attachment] = {}
 
 def build_described_model(meta: dict, path: Path) -> BaseLanguageModel:
     """A freshly initialised model of the kind the parsed `model_config.json` at `path` describes."""
-    kinds = [key for key in MODEL_KINDS if key in meta]
-    if kinds:
-        return MODEL_KINDS[kinds[0]](meta, path)
+    for key, build in MODEL_KINDS.items():
+        if key in meta:
+            return build(meta, path)
     arch = get_architecture(meta["architecture"])
     return arch(config_from_dict(arch, meta["config"], path))
 

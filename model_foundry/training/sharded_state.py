@@ -29,7 +29,7 @@ class ReplicatedState:
         optimizer.load_state_dict(state)
 
     def load_weights(self, model: nn.Module, checkpoint: Path) -> None:
-        load_weights(model, checkpoint, relax_with="training.strict")
+        load_weights(model, checkpoint)
 
 
 class ShardedState:
