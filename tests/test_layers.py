@@ -9,8 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "model_foundry"
 # Bottom to top; a package may import the ones before it (and the modules at the top of the package).
-LAYERS = ["ranks", "errors", "optional_dependencies", "config", "tokenizer", "data", "models", "tasks", "templates",
-          "training", "inference", "reporting", "sweeps", "quickstart", "compat", "cli"]
+LAYERS = ["ranks", "errors", "optional_dependencies", "checkpoint_files", "config", "tokenizer", "data", "models",
+          "tasks", "templates", "training", "inference", "reporting", "sweeps", "quickstart", "compat", "cli"]
 
 
 def imported_parts(path: Path) -> set[str]:

@@ -16,7 +16,7 @@ from model_foundry.inference.predict import predict_run  # noqa: E402
 from model_foundry.models import BaseLanguageModel  # noqa: E402
 from model_foundry.models.gpt import GPTConfig  # noqa: E402
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel  # noqa: E402
-from model_foundry.models.lora import apply_lora, merge_lora  # noqa: E402
+from model_foundry.models.lora import apply_lora, has_lora, merge_lora  # noqa: E402
 from model_foundry.training.run import build_trainer  # noqa: E402
 from tests.test_finetuning import finetune_config, ft_dir, write_sentiment  # noqa: E402
 
@@ -85,6 +85,31 @@ def test_lora_save_reload_predicts_identically_with_the_trained_head(tmp_path):
     reloaded = BaseLanguageModel.from_pretrained(tmp_path / "ckpt")
     assert torch.equal(reloaded(**inputs()).logits, before)
     assert not torch.allclose(classifier()(**inputs()).logits, before)  # the adapters and head matter
+
+
+def test_lora_keeps_the_models_class_and_merging_only_removes_peft_state():
+    """The adapters are peft's state on the model, not a class built at run time."""
+    model = apply_lora(classifier(), SETTINGS)
+    assert type(model) is TaskModel and has_lora(model)
+    merged = merge_lora(model)
+    assert type(merged) is TaskModel and not has_lora(merged) and not hasattr(merged, "peft_config")
+
+
+def test_the_lora_entry_records_the_adapter_and_older_entries_still_load(tmp_path):
+    model = apply_lora(classifier(), {**SETTINGS, "layers_to_transform": [1]}).eval()
+    pretend_training(model)
+    before = model(**inputs()).logits
+    model.save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / "model_config.json").read_text())
+    assert meta["lora"]["target_modules"] == ["attn.proj", "attn.qkv", "mlp.fc", "mlp.proj"]
+    assert meta["lora"]["layers_to_transform"] == [1] and meta["lora"]["alpha"] == 8.0
+    # A checkpoint of an earlier version recorded the config's `lora` section instead.
+    meta["lora"] = {"enabled": True, **SETTINGS, "target_modules": None, "layers_to_transform": [1],
+                    "modules_to_save": [], "pretrained_adapter_path": None}
+    (tmp_path / "model_config.json").write_text(json.dumps(meta))
+    reloaded = BaseLanguageModel.from_pretrained(tmp_path)
+    assert type(reloaded) is TaskModel and has_lora(reloaded)
+    assert torch.equal(reloaded(**inputs()).logits, before)
 
 
 def test_merge_gives_the_same_predictions_without_adapters(tmp_path):

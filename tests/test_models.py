@@ -14,7 +14,7 @@ from model_foundry.models import (PRESETS, BaseLanguageModel, Bert, BertConfig, 
                                   ModelOutput, create_model, get_architecture, read_checkpoint_config,
                                   register_architecture)
 from model_foundry.tasks.registry import default_task
-from model_foundry.training.weights import load_weights
+from model_foundry.checkpoint_files import load_weights
 
 VOCAB = 53
 TINY = {"vocab_size": VOCAB, "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 24}

@@ -1,15 +1,15 @@
 """Experiment directories: where a run lives, finding it by name, and which checkpoint of it to load.
 
 `<output_dir>/<kind>/<name>/` holds `config.yaml`, `checkpoints/`, `metrics/`, `tokenizer/` and
-`plots/`; the experiment directory is the run directory. A checkpoint is a directory holding
-`model.safetensors` and `model_config.json` (`checkpoints/best`, `checkpoints/last`, `step_N`).
+`plots/`; the experiment directory is the run directory. A checkpoint is a model directory
+(`checkpoints/best`, `checkpoints/last`, `step_N`; its files: `model_foundry.checkpoint_files`).
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from model_foundry.checkpoint_files import CONFIG_FILE, HF_CONFIG, WEIGHTS_FILE, is_checkpoint, recover
 from model_foundry.config.schema import FoundryConfig
 from model_foundry.errors import UserError
 
@@ -41,17 +41,6 @@ def find_experiment_config(name: str, kind: str | None = None, root: Path = DEFA
                     f"{listing}). Create one with `foundry new pretraining {name}`, or pass a YAML path.")
 
 
-def is_checkpoint(directory: Path) -> bool:
-    return (directory / "model.safetensors").is_file() and (directory / "model_config.json").is_file()
-
-
-def recover(directory: Path) -> None:
-    """Undo a checkpoint swap that a kill interrupted between its two renames (see training.checkpoints)."""
-    previous = directory.parent / f".{directory.name}.old"
-    if not directory.exists() and previous.is_dir():
-        os.rename(previous, directory)
-
-
 def locate_checkpoint(spec: str | Path, key: str, prefer: Sequence[str] = ("best", "last"),
                       root: Path = DEFAULT_ROOT) -> Path:
     """The checkpoint directory that `spec` means, for every command and config key that loads one.
@@ -59,7 +48,7 @@ def locate_checkpoint(spec: str | Path, key: str, prefer: Sequence[str] = ("best
     `spec` is a checkpoint directory itself, a run directory, its `checkpoints/` folder, or an
     experiment name under `root`; in a run the first of `prefer` that exists is taken
     (`("best", "last")`: the selected model, else the final one of a run without a val split).
-    `hf:DIR` names a Hugging Face GPT-2 or BERT directory (config.json + model.safetensors).
+    `hf:DIR` names a Hugging Face GPT-2 or BERT directory (`HF_CONFIG` + `WEIGHTS_FILE`).
     `key` names the setting or argument in the error.
     """
     if str(spec).startswith(HF_PREFIX):
@@ -77,19 +66,19 @@ def locate_checkpoint(spec: str | Path, key: str, prefer: Sequence[str] = ("best
         if is_checkpoint(candidate):
             return candidate
     wanted = " or ".join(f"checkpoints/{name}" for name in prefer)
-    raise UserError(f"{key} = {str(spec)!r}: {path} holds no checkpoint (expected model.safetensors and "
-                    f"model_config.json there, or a run directory with {wanted}; has the run been trained?).")
+    raise UserError(f"{key} = {str(spec)!r}: {path} holds no checkpoint (expected {WEIGHTS_FILE} and "
+                    f"{CONFIG_FILE} there, or a run directory with {wanted}; has the run been trained?).")
 
 
 def hugging_face_directory(spec: str, key: str) -> Path:
     path = Path(spec.removeprefix(HF_PREFIX))
-    if not (path / "config.json").is_file():
-        raise UserError(f"{key} = {spec!r}: {path} has no config.json; hf: needs a Hugging Face model directory "
-                        "(config.json + model.safetensors).")
-    if not (path / "model.safetensors").is_file():
+    if not (path / HF_CONFIG).is_file():
+        raise UserError(f"{key} = {spec!r}: {path} has no {HF_CONFIG}; hf: needs a Hugging Face model directory "
+                        f"({HF_CONFIG} + {WEIGHTS_FILE}).")
+    if not (path / WEIGHTS_FILE).is_file():
         hint = " (it holds pytorch_model.bin: convert it to safetensors first)" if (
             path / "pytorch_model.bin").is_file() else ""
-        raise UserError(f"{key} = {spec!r}: {path} has no model.safetensors{hint}; pickled weights are never loaded.")
+        raise UserError(f"{key} = {spec!r}: {path} has no {WEIGHTS_FILE}{hint}; pickled weights are never loaded.")
     return path
 
 

@@ -1,29 +1,26 @@
 """What every architecture offers: the `ModelOutput` it returns and the `BaseLanguageModel` interface.
 
-A model directory (written by `save_pretrained`, read by `from_pretrained`) holds
-`model.safetensors` (tied weights stored once) and `model_config.json`:
-`{"format_version": 1, "architecture": <registered name>, "config": {...}}`. Loading never runs
-code from the directory: the architecture name picks a registered class, the config is plain JSON.
+`save_pretrained` and `from_pretrained` write and read a model directory through
+`model_foundry.checkpoint_files` (the file names and formats live there). Loading never runs code
+from the directory: the architecture name picks a registered class, the config is plain JSON, and
+the entries other modules own (`task_head`, `lora`) pick what they registered here.
 """
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import safetensors.torch
 import torch
 from torch import Tensor, nn
 
+from model_foundry.checkpoint_files import CONFIG_FILE, load_weights, read_model_config, write_model_directory
 from model_foundry.errors import UserError
 from model_foundry.models.cross_entropy import IGNORE_INDEX, summed_cross_entropy
 from model_foundry.models.registry import get_architecture
 
-CONFIG_FILE = "model_config.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
 INIT_STD = 0.02
 
 
@@ -201,58 +198,62 @@ class BaseLanguageModel(nn.Module, ABC):
         tensors = [*self.parameters(), *self.buffers()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
+    def description(self) -> dict[str, Any]:
+        """What `model_config.json` records to rebuild this model (a task model adds its head)."""
+        return {"architecture": self.architecture_name, "config": asdict(self.config)}
+
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write `model.safetensors` and `model_config.json` into `directory` (created if needed)."""
+        """Write `model.safetensors` and `model_config.json` into `directory` (created if needed), and
+        the files of each attached part (a LoRA adapter) with its entry in `model_config.json`."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        # save_model stores each shared tensor once, under its alphabetically first name.
-        safetensors.torch.save_model(self, str(directory / WEIGHTS_FILE))
-        meta = {"format_version": FORMAT_VERSION, "architecture": self.architecture_name,
-                "config": asdict(self.config)}
-        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        entries = {key: part.describe(self) for key, part in ATTACHMENTS.items()}
+        entries = {key: entry for key, entry in entries.items() if entry is not None}
+        write_model_directory(directory, self, {**self.description(), **entries})
+        for key in entries:
+            ATTACHMENTS[key].save(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> BaseLanguageModel:
         """The model saved in `directory`, in eval mode.
 
-        On the base class this returns whichever architecture the directory records; on a
-        subclass the directory must hold that architecture (or a subclass of it).
+        On the base class this returns whichever model the directory records; on a subclass the
+        directory must hold that architecture (or a subclass of it).
         """
         directory = Path(directory)
         meta = read_model_config(directory)
-        if "lora" in meta:  # a backbone with LoRA adapters (and maybe a task head)
-            from model_foundry.models.lora import load_lora_model
-
-            return load_lora_model(directory, meta)
-        if "task_head" in meta:  # a finetuned backbone with its task head
-            from model_foundry.models.task_model import TaskModel
-
-            return TaskModel.from_model_config(directory, meta)
-        arch = get_architecture(meta["architecture"])
-        if not issubclass(arch, cls):
+        model = build_described_model(meta, directory / CONFIG_FILE)
+        if not isinstance(model, cls):
             raise UserError(f"{directory / CONFIG_FILE} holds a {meta['architecture']!r} model, "
                             f"not a {cls.__name__}; load it with BaseLanguageModel.from_pretrained.")
-        model = arch(config_from_dict(arch, meta["config"], directory / CONFIG_FILE))
-        load_weights(model, directory / WEIGHTS_FILE)
+        for key, part in ATTACHMENTS.items():
+            if key in meta:
+                part.attach(model, directory)
+        load_weights(model, directory)
         return model.eval()
 
 
-def read_model_config(directory: Path) -> dict:
-    """The parsed `model_config.json` of `directory`, checked for the fields we need."""
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; a model directory holds {CONFIG_FILE} and {WEIGHTS_FILE} "
-                        "(written by save_pretrained or by training).")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}).") from None
-    if not isinstance(meta, dict) or not {"architecture", "config"} <= meta.keys():
-        raise UserError(f"{path} must be a JSON object with 'format_version', 'architecture' and 'config'.")
-    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise UserError(f"{path} has format_version {meta['format_version']}, newer than this version of "
-                        f"model_foundry reads ({FORMAT_VERSION}); upgrade model_foundry.")
-    return meta
+@dataclass(frozen=True)
+class Attachment:
+    """A part added onto a built model (a LoRA adapter), saved with it under its `model_config.json` key."""
+
+    describe: Callable[[nn.Module], Any]  # the entry for model_config.json; None: the model has no such part
+    save: Callable[[nn.Module, Path], None]  # its own files, into the model directory
+    attach: Callable[[nn.Module, Path], None]  # rebuild it (untrained) on a model built from the directory
+
+
+# model_config.json key -> what builds (without weights) the model a directory with that key holds, and
+# -> the part attached to it. The module that owns a key registers it, so this one imports none of them.
+MODEL_KINDS: dict[str, Callable[[dict, Path], BaseLanguageModel]] = {}
+ATTACHMENTS: dict[str, Attachment] = {}
+
+
+def build_described_model(meta: dict, path: Path) -> BaseLanguageModel:
+    """A freshly initialised model of the kind the parsed `model_config.json` at `path` describes."""
+    for key, build in MODEL_KINDS.items():
+        if key in meta:
+            return build(meta, path)
+    arch = get_architecture(meta["architecture"])
+    return arch(config_from_dict(arch, meta["config"], path))
 
 
 def config_from_dict(arch: type[BaseLanguageModel], values: dict, path: Path) -> Any:
@@ -261,14 +262,3 @@ def config_from_dict(arch: type[BaseLanguageModel], values: dict, path: Path) ->
     except TypeError as exc:  # an unknown or missing field
         raise UserError(f"{path}: the 'config' does not fit architecture {arch.architecture_name!r} "
                         f"({exc}).") from None
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Copy the tensors of `path` into `model`; every weight must be there, tied aliases aside."""
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; the model directory is incomplete.")
-    try:
-        safetensors.torch.load_model(model, str(path), strict=True)
-    except Exception as exc:  # safetensors and load_state_dict raise several types for bad files
-        raise UserError(f"{path} cannot be loaded into a {type(model).__name__} built from "
-                        f"{path.parent / CONFIG_FILE}: {exc}") from None

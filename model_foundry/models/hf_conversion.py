@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from model_foundry.checkpoint_files import CONFIG_FILE, HF_CONFIG, read_model_config
 from model_foundry.errors import UserError
-from model_foundry.models.base import read_model_config
 from model_foundry.models.bert import BertConfig
 from model_foundry.models.electra import ElectraConfig
 from model_foundry.models.gpt import GPTConfig
 
 StateDict = dict[str, Tensor]
-HF_CONFIG = "config.json"
 
 # Hugging Face activation names -> ours (several HF names are the same function).
 ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -286,7 +285,7 @@ HF_CONFIG_CONVERTERS = {"gpt2": ("gpt", gpt_config_from_hf), "bert": ("bert", be
 
 
 def is_hf_directory(checkpoint: Path) -> bool:
-    return (checkpoint / HF_CONFIG).is_file() and not (checkpoint / "model_config.json").is_file()
+    return (checkpoint / HF_CONFIG).is_file() and not (checkpoint / CONFIG_FILE).is_file()
 
 
 def read_checkpoint_config(checkpoint: Path) -> dict:

@@ -6,31 +6,32 @@
 adapters train, and so do the task head and pooler, which are always in `modules_to_save`: without
 that, peft would neither train nor save them, and a reloaded LoRA classifier would get a random head.
 
-A saved LoRA model is a model directory with two more things:
-- `model_config.json` has a `lora` entry (the settings); `model.safetensors` holds the adapted
-  model's state (base weights, adapters, head) under peft's names, so checkpoints load back into
-  the training model as they are (resume, best-checkpoint evaluation);
+The adapters are peft's own state on the model (`model.peft_config`, the wrapped layers); nothing
+of ours is added to it, and `has_lora` / `merge_lora` read and undo exactly that. A saved LoRA
+model is a model directory with two more things, written by `BaseLanguageModel.save_pretrained`
+through the `lora` attachment this module registers:
+- `model_config.json` has a `lora` entry (the adapter's settings, read from its peft config);
+  `model.safetensors` holds the adapted model's state (base weights, adapters, head) under peft's
+  names, so checkpoints load back into the training model as they are (resume, best-checkpoint
+  evaluation);
 - `adapter/`: `adapter_config.json` + `adapter_model.safetensors` in peft's own format (loadable
   with `PeftModel.from_pretrained` onto the same backbone), the trained head and pooler included.
-`BaseLanguageModel.from_pretrained` rebuilds the architecture, injects the adapter structure that
-`adapter/` describes, then loads `model.safetensors`.
+`BaseLanguageModel.from_pretrained` builds the model, injects the adapter structure that `adapter/`
+describes, then loads `model.safetensors`.
 
 `transformers`/`peft` are optional: they are imported only when LoRA is used.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from model_foundry.checkpoint_files import ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS, read_weights, write_weights
 from model_foundry.errors import UserError
+from model_foundry.models.base import ATTACHMENTS, Attachment
 
-ADAPTER_DIR = "adapter"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_NAME = "default"
 # peft's PeftModel prefixes every saved key with this; an injected model has no such wrapper.
 PEFT_PREFIX = "base_model.model."
@@ -68,7 +69,7 @@ def apply_lora(model: nn.Module, lora_settings: Any) -> nn.Module:
     adapter of `pretrained_adapter_path`, continued or frozen as `is_trainable` says."""
     settings = settings_dict(lora_settings)
     if settings.get("pretrained_adapter_path"):
-        return load_adapter(model, Path(settings["pretrained_adapter_path"]), settings,
+        return load_adapter(model, Path(settings["pretrained_adapter_path"]),
                             trainable=settings.get("is_trainable", True))
     peft = import_peft()
     config = peft.LoraConfig(
@@ -79,15 +80,15 @@ def apply_lora(model: nn.Module, lora_settings: Any) -> nn.Module:
         use_rslora=settings.get("use_rslora", False), use_dora=settings.get("use_dora", False),
         init_lora_weights=settings.get("init_lora_weights", True))
     inject(peft, config, model)
-    return with_lora_saving(model, settings)
+    return model
 
 
-def load_adapter(model: nn.Module, adapter_dir: Path, settings: dict, trainable: bool = True) -> nn.Module:
+def load_adapter(model: nn.Module, adapter_dir: Path, trainable: bool = True) -> nn.Module:
     """`model` with the adapter saved in `adapter_dir` injected and its weights (head included) loaded."""
     peft = import_peft()
     inject_saved_structure(peft, model, adapter_dir)
     weights = {key.removeprefix(PEFT_PREFIX): value
-               for key, value in load_file(adapter_dir / ADAPTER_WEIGHTS).items()}
+               for key, value in read_weights(adapter_dir / ADAPTER_WEIGHTS).items()}
     try:
         result = peft.set_peft_model_state_dict(model, weights, adapter_name=ADAPTER_NAME)
     except RuntimeError as exc:  # shapes differ: another rank, width or number of labels
@@ -100,7 +101,7 @@ def load_adapter(model: nn.Module, adapter_dir: Path, settings: dict, trainable:
         for name, param in model.named_parameters():
             if ".lora_" in name:
                 param.requires_grad_(False)
-    return with_lora_saving(model, settings)
+    return model
 
 
 def inject_saved_structure(peft, model: nn.Module, adapter_dir: Path) -> None:
@@ -111,23 +112,6 @@ def inject_saved_structure(peft, model: nn.Module, adapter_dir: Path) -> None:
     config = peft.LoraConfig.from_pretrained(str(adapter_dir))
     config.modules_to_save = saved_modules(model, config.modules_to_save)
     inject(peft, config, model)
-
-
-def load_lora_model(directory: Path, meta: dict) -> nn.Module:
-    """A saved LoRA model (its parsed `model_config.json` is `meta`), in eval mode."""
-    from model_foundry.models.base import CONFIG_FILE, WEIGHTS_FILE, config_from_dict, load_weights
-    from model_foundry.models.registry import get_architecture
-    from model_foundry.models.task_model import TaskHeadConfig, TaskModel
-
-    arch = get_architecture(meta["architecture"])
-    config = config_from_dict(arch, meta["config"], directory / CONFIG_FILE)
-    if "task_head" in meta:
-        model = TaskModel(arch.architecture_name, config, TaskHeadConfig(**meta["task_head"]))
-    else:
-        model = arch(config)
-    inject_saved_structure(import_peft(), model, directory / ADAPTER_DIR)
-    load_weights(model, directory / WEIGHTS_FILE)
-    return with_lora_saving(model, meta["lora"]).eval()
 
 
 def inject(peft, config, model: nn.Module) -> None:
@@ -179,33 +163,27 @@ def saved_modules(model: nn.Module, extra: list[str] | None) -> list[str] | None
 
 
 # ---- saving, reloading, merging ----------------------------------------------------------------------
-class LoraSaving:
-    """Mixed into a LoRA model's class: `save_pretrained` also records the settings and writes `adapter/`."""
-
-    plain_class: type
-    lora_settings: dict
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        super().save_pretrained(directory)
-        config_file = directory / "model_config.json"
-        meta = json.loads(config_file.read_text(encoding="utf-8"))
-        meta["lora"] = self.lora_settings
-        config_file.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        save_adapter(self, directory / ADAPTER_DIR)
+def lora_entry(model: nn.Module) -> dict | None:
+    """The `lora` entry of `model_config.json`: the injected adapter's settings; None without one."""
+    config = getattr(model, "peft_config", {}).get(ADAPTER_NAME)
+    if config is None:
+        return None
+    targets = config.target_modules
+    return {"r": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
+            "target_modules": targets if isinstance(targets, str) or targets is None else sorted(targets),
+            "layers_to_transform": config.layers_to_transform, "modules_to_save": config.modules_to_save,
+            "use_rslora": config.use_rslora, "use_dora": config.use_dora,
+            "init_lora_weights": config.init_lora_weights}
 
 
-LORA_CLASSES: dict[type, type] = {}
+def reattach_adapter(model: nn.Module, directory: Path) -> None:
+    """The structure of the adapter saved in `directory/adapter/`, injected untrained (the weights follow)."""
+    inject_saved_structure(import_peft(), model, directory / ADAPTER_DIR)
 
 
-def with_lora_saving(model: nn.Module, settings: dict) -> nn.Module:
-    """Give `model` the LoRA `save_pretrained` (the trainer's checkpoints call it) and its settings."""
-    plain = getattr(type(model), "plain_class", type(model))
-    if plain not in LORA_CLASSES:
-        LORA_CLASSES[plain] = type(f"Lora{plain.__name__}", (LoraSaving, plain), {"plain_class": plain})
-    model.__class__ = LORA_CLASSES[plain]
-    model.lora_settings = settings
-    return model
+def save_lora_files(model: nn.Module, directory: Path) -> None:
+    """`adapter/` of a saved LoRA model."""
+    save_adapter(model, directory / ADAPTER_DIR)
 
 
 def save_adapter(model: nn.Module, directory: Path) -> None:
@@ -214,8 +192,7 @@ def save_adapter(model: nn.Module, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     model.peft_config[ADAPTER_NAME].save_pretrained(str(directory))
     state = peft.get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
-    save_file({PEFT_PREFIX + key: value.detach().contiguous() for key, value in state.items()},
-              str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    write_weights(directory / ADAPTER_WEIGHTS, {PEFT_PREFIX + key: value for key, value in state.items()})
 
 
 def wrapped_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, nn.Module]]:
@@ -240,7 +217,7 @@ def wrapped_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, n
 
 
 def has_lora(model: nn.Module) -> bool:
-    return isinstance(model, LoraSaving)
+    return lora_entry(model) is not None
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -250,6 +227,8 @@ def merge_lora(model: nn.Module) -> nn.Module:
         if hasattr(wrapper, "merge"):
             wrapper.merge(adapter_names=[ADAPTER_NAME])
         setattr(parent, attribute, plain)
-    model.__class__ = model.plain_class
-    del model.peft_config, model.lora_settings
+    del model.peft_config
     return model
+
+
+ATTACHMENTS["lora"] = Attachment(describe=lora_entry, save=save_lora_files, attach=reattach_adapter)

@@ -12,18 +12,15 @@ model predicts in the user's labels and scale without the run directory around i
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 from torch import Tensor, nn
 
 from model_foundry.errors import UserError
-from model_foundry.models.base import (CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, BaseLanguageModel, ModelOutput,
-                                       config_from_dict, init_normal, load_weights)
+from model_foundry.models.base import MODEL_KINDS, BaseLanguageModel, ModelOutput, config_from_dict, init_normal
 from model_foundry.models.heads import make_criterion, make_head, make_pooler
 from model_foundry.models.registry import get_architecture
 
@@ -95,23 +92,18 @@ class TaskModel(BaseLanguageModel):
         loss = self.criterion(logits, labels) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits, hidden_states=all_hidden)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        safetensors.torch.save_model(self, str(directory / WEIGHTS_FILE))
-        meta = {"format_version": FORMAT_VERSION, "architecture": self.architecture_name,
-                "config": asdict(self.config), "task_head": asdict(self.head_config)}
-        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    def description(self) -> dict[str, Any]:
+        return {**super().description(), "task_head": asdict(self.head_config)}
 
     @classmethod
-    def from_model_config(cls, directory: Path, meta: dict) -> TaskModel:
-        """Rebuild a saved task model from its parsed `model_config.json` and load its weights."""
-        path = directory / CONFIG_FILE
+    def from_description(cls, meta: dict, path: Path) -> TaskModel:
+        """A freshly initialised task model as the parsed `model_config.json` at `path` describes it."""
         arch = get_architecture(meta["architecture"])
         try:
             head_config = TaskHeadConfig(**meta["task_head"])
         except TypeError as exc:
             raise UserError(f"{path}: 'task_head' does not describe a task head ({exc}).") from None
-        model = cls(arch.architecture_name, config_from_dict(arch, meta["config"], path), head_config)
-        load_weights(model, directory / WEIGHTS_FILE)
-        return model.eval()
+        return cls(arch.architecture_name, config_from_dict(arch, meta["config"], path), head_config)
+
+
+MODEL_KINDS["task_head"] = TaskModel.from_description

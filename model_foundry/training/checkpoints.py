@@ -1,15 +1,13 @@
-"""Checkpoints that survive a kill at any moment and load without running code.
+"""Checkpoints that survive a kill at any moment, a full or read-only disk, and load without running code.
 
-A checkpoint is a directory: `model.safetensors` + `model_config.json` (the model's own
-`save_pretrained`) and `trainer_state.pt` (optimizer, scaler, schedule, counters, data position,
-RNG states), which holds only tensors and plain Python values so `torch.load(weights_only=True)`
-reads it. Saving writes a hidden sibling directory first, then swaps it in with two renames; if a
-kill lands between the renames, `recover` puts the previous checkpoint back. Which checkpoint a
-run, an experiment name or a path means is decided in one place: `locate_checkpoint`.
+A checkpoint is a model directory (the model's own `save_pretrained`) plus `trainer_state.pt`
+(optimizer, scaler, schedule, counters, data position, RNG states), which holds only tensors and
+plain Python values so `torch.load(weights_only=True)` reads it. The files, and the atomic swap
+that puts a new checkpoint in place, are `model_foundry.checkpoint_files`'s. Which checkpoint a
+run, an experiment name or a path means is decided in one place: `config.experiments.locate_checkpoint`.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
@@ -18,43 +16,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_foundry.config.experiments import is_checkpoint, locate_checkpoint, recover
+# is_checkpoint and recover: the run code reaches them as `ckpt.is_checkpoint`, `ckpt.recover`.
+from model_foundry.checkpoint_files import STATE_FILE, is_checkpoint, recover, write_atomically  # noqa: F401
 from model_foundry.errors import UserError
 
-STATE_FILE = "trainer_state.pt"
 STATE_FORMAT_VERSION = 1
 
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, state: dict) -> None:
-    """Write model weights and trainer state to `directory`, replacing it atomically."""
-    staging = directory.parent / f".{directory.name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(staging)
-    with open(staging / STATE_FILE, "wb") as handle:
-        torch.save({"format_version": STATE_FORMAT_VERSION, **state}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    swap_in(staging, directory)
+    """Write model weights and trainer state to `directory`, replacing it atomically (a full or
+    read-only disk is a UserError, and the previous `directory` stays)."""
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        with open(staging / STATE_FILE, "wb") as handle:
+            torch.save({"format_version": STATE_FORMAT_VERSION, **state}, handle)
 
-
-def swap_in(staging: Path, directory: Path) -> None:
-    """Replace `directory` by `staging`; at every instant one complete copy exists under a known name."""
-    previous = directory.parent / f".{directory.name}.old"
-    shutil.rmtree(previous, ignore_errors=True)
-    if directory.exists():
-        os.rename(directory, previous)
-    os.rename(staging, directory)
-    fsync_directory(directory.parent)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    write_atomically(directory, write)
 
 
 def load_trainer_state(directory: Path) -> dict:

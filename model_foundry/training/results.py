@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from model_foundry.config.schema import FoundryConfig
-from model_foundry.training.checkpoints import is_checkpoint
+from model_foundry.checkpoint_files import is_checkpoint
 
 RESULTS_FORMAT_VERSION = 1
 PACKAGES = ("model-foundry", "torch", "tokenizers", "safetensors", "numpy", "pydantic", "transformers", "peft")

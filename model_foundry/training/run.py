@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model_foundry.checkpoint_files import load_weights
 from model_foundry.config import FoundryConfig, load_config
 from model_foundry.config.experiments import locate_checkpoint, run_directory
 from model_foundry.config.loading import save_yaml
@@ -33,7 +34,6 @@ from model_foundry.training.results import write_results, write_run_info
 from model_foundry.training.step_state import TrainingInterrupted
 from model_foundry.training.trainer import Trainer
 from model_foundry.training.transfer import load_backbone_weights, reinit_last_layers
-from model_foundry.training.weights import load_weights
 
 
 def train(config_or_path: str | Path | dict | FoundryConfig, overrides: dict[str, Any] | list[str] | None = None,
@@ -117,7 +117,7 @@ def build_trainer(config: FoundryConfig, run_dir: Path, workers: Workers = Worke
     if config.lora.enabled:  # before resuming: a LoRA checkpoint holds the adapted model's weights
         model = apply_lora(model, config.lora)
     if start_from is not None:
-        load_weights(model, start_from.path, strict=config.training.strict)
+        load_weights(model, start_from.path, strict=config.training.strict, relax_with="training.strict")
     trainer = Trainer(config, model, task, splits, run_dir, workers)
     workers.seed_dropout(config.experiment.seed)
     if start_from is not None and start_from.full_state:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model_foundry.training.weights import load_weights
+from model_foundry.checkpoint_files import WEIGHTS_FILE, load_weights, mismatch_error, read_weights
 
 
 class ReplicatedState:
@@ -74,10 +74,9 @@ class ShardedState:
         set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
     def load_weights(self, model: nn.Module, checkpoint: Path) -> None:
-        from safetensors.torch import load_file
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        weights = load_file(checkpoint / "model.safetensors")
+        weights = read_weights(checkpoint / WEIGHTS_FILE)
         names: dict[int, list[str]] = {}
         for name, param in resharded(model).named_parameters(remove_duplicate=False):
             names.setdefault(id(param), []).append(name)
@@ -92,8 +91,7 @@ class ShardedState:
                                       options=StateDictOptions(full_state_dict=True, strict=False))
         missing = set(loaded.missing_keys) - aliases
         if missing or loaded.unexpected_keys:
-            raise RuntimeError(f"{checkpoint} does not match the model: missing {sorted(missing)[:8]}, "
-                               f"unexpected {sorted(loaded.unexpected_keys)[:8]}")
+            raise mismatch_error(checkpoint, sorted(missing), sorted(loaded.unexpected_keys), relax_with=None)
 
 
 def resharded(model: nn.Module) -> nn.Module:

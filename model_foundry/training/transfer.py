@@ -21,15 +21,14 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
+from model_foundry.checkpoint_files import WEIGHTS_FILE, load_state, read_weights
 from model_foundry.config.schema import TransferSection
 from model_foundry.errors import UserError
 from model_foundry.models.base import INIT_STD
 from model_foundry.models.hf_conversion import is_hf_directory, read_checkpoint_config
 from model_foundry.training.schedules import Unfreezing, freezes_whole_backbone
-from model_foundry.training.weights import tied_parameter_names
 
 HEAD = "head"
 BACKBONE = "backbone"
@@ -50,37 +49,20 @@ def load_backbone_weights(model: nn.Module, checkpoint: Path, strict: bool) -> N
     Blocks beyond the model's depth (removed with `remove_n_layers`) and the pretraining head are
     expected leftovers. With `strict`, a backbone weight the checkpoint lacks is an error.
     """
-    try:
-        state = load_file(checkpoint / "model.safetensors")
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise UserError(f"Weights file {checkpoint / 'model.safetensors'} cannot be read ({exc}).") from None
+    state = read_weights(checkpoint / WEIGHTS_FILE)
     if is_hf_directory(checkpoint):
         state = hf_state_dict_as_ours(state, checkpoint, model.config)
-    own = model.state_dict()
-    backbone = {k: v for k, v in state.items() if k.startswith("backbone.") and k in own}
-    mismatched = [k for k, v in backbone.items() if v.shape != own[k].shape]
-    if mismatched:
-        raise UserError(f"transfer.init_from_checkpoint {checkpoint}: tensors of other shapes than the model's, "
-                        f"for example {mismatched[0]} {tuple(backbone[mismatched[0]].shape)} vs "
-                        f"{tuple(own[mismatched[0]].shape)}; the backbone settings must match the checkpoint's "
-                        "model_config.json (leave model.n_layer, n_embd, ... unset to take them from it).")
-    model.load_state_dict(backbone, strict=False)
-    tied = tied_parameter_names(model)
-    missing = [k for k in own if k.startswith("backbone.") and k not in backbone and k not in tied]
-    left_behind = sorted({k.split(".")[0] for k in state if not k.startswith("backbone.")})
-    removed = [k for k in state if k.startswith("backbone.") and k not in own]
-    if missing and strict:
-        raise UserError(f"transfer.init_from_checkpoint {checkpoint} lacks backbone weights the model needs: "
-                        f"{missing[:6]}{' ...' if len(missing) > 6 else ''}. Check the model settings, or set "
-                        "transfer.strict: false to start those weights fresh.")
-    report = f"Loaded {len(backbone)} backbone tensors from {checkpoint}"
+    report = load_state(model, state, checkpoint, strict=strict, prefix="backbone.", relax_with="transfer.strict")
+    left_behind = sorted({k.split(".")[0] for k in report.left_out if not k.startswith("backbone.")})
+    removed = [k for k in report.left_out if k.startswith("backbone.")]
+    message = f"Loaded {report.loaded} backbone tensors from {checkpoint}"
     if left_behind:
-        report += f"; left behind: {', '.join(left_behind)} (not part of the backbone)"
+        message += f"; left behind: {', '.join(left_behind)} (not part of the backbone)"
     if removed:
-        report += f"; {len(removed)} tensors of removed blocks skipped"
-    if missing:
-        report += f"; {len(missing)} backbone tensors not in the checkpoint start fresh: {missing[:6]}"
-    print(report + ".", file=sys.stderr)
+        message += f"; {len(removed)} tensors of removed blocks skipped"
+    if report.missing:
+        message += f"; {len(report.missing)} backbone tensors not in the checkpoint start fresh: {report.missing[:6]}"
+    print(message + ".", file=sys.stderr)
 
 
 def reinit_last_layers(model: nn.Module, n: int) -> None:
