@@ -125,3 +125,11 @@ def test_pretrain_finetune_eval_predict(tmp_path, monkeypatch, capsys):
 
     code, _, err = run(capsys, "predict", "pre", "--text", "x")
     assert code == 2 and says(err, "finetuning runs")
+
+
+def test_an_error_keeps_long_and_hyphenated_paths_whole(tmp_path, capsys):
+    """The paragraph wraps at spaces only: a path a user copies from it is one unbroken string."""
+    deep = tmp_path / ("a-very-long-directory-name-with-hyphens" * 3) / "no-such-config.yaml"
+    assert main(["train", str(deep)]) == 2
+    err = capsys.readouterr().err
+    assert any(str(deep) in line for line in err.splitlines()), err

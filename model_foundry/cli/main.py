@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except UserError as error:
-        report_user_error(textwrap.fill(f"error: {error}", width=100))
+        # Wrapped at spaces only: a path or key in the message stays whole, so it can be copied.
+        report_user_error(textwrap.fill(f"error: {error}", width=100, break_long_words=False,
+                                        break_on_hyphens=False))
         return 2
     except TrainingInterrupted as stop:
         print(str(stop), file=sys.stderr)
