@@ -20,7 +20,6 @@ of them take the same decisions (best checkpoint, early stopping, a plateau's le
 """
 from __future__ import annotations
 
-import math
 import signal
 import time
 from pathlib import Path
@@ -36,13 +35,12 @@ from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.compilation import compiled, replays_cuda_graphs
 from model_foundry.training.distributed import Workers, check_world_size, step_pieces
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
-from model_foundry.training.ignored_keys import (ignored_checkpoint_keys, ignored_distributed_keys,
-                                                ignored_validation_keys, warn)
+from model_foundry.training.ignored_keys import ignored_training_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
 from model_foundry.training.precision import autocast, make_grad_scaler, resolve_device, resolve_precision
 from model_foundry.training.progress import Progress
-from model_foundry.training.schedules import ignored_schedule_keys, make_schedule
+from model_foundry.training.schedules import make_schedule, total_steps
 from model_foundry.training.step_state import (Counters, StepLoss, StepResult, TrainingInterrupted, Window,
                                                without_full_masks)
 from model_foundry.training.transfer import TransferPlan
@@ -94,7 +92,7 @@ class Trainer:
         self.eval_streams = {name: BatchStream(ds, tc.batch_size, collate, seed=seed, shuffle=False,
                                                drop_last=False)
                              for name, ds in (("val", splits.val), ("test", splits.test)) if ds is not None}
-        self.total_steps = self.resolve_total_steps()
+        self.total_steps = total_steps(tc, self.train_stream.batches_per_epoch)
         steps_per_epoch = self.train_stream.batches_per_epoch / tc.gradient_accumulation_steps
         self.transfer = TransferPlan(config.transfer, self.model, steps_per_epoch)
         self.optimizer = build_optimizer(parameter_groups(self.model, tc.weight_decay, self.transfer.group_of),
@@ -108,32 +106,12 @@ class Trainer:
         if self.best_metric not in task.metric_names:
             raise UserError(f"training.best_metric {self.best_metric!r} is not reported by task "
                             f"{task.name!r}; it reports {', '.join(task.metric_names)}.")
-        for message in self.ignored_keys():
+        for message in ignored_training_keys(config, "val" in self.eval_streams, self.train_stream.batches_per_epoch,
+                                             workers.alone):
             warn(message)
         self.counters = Counters()
         self.checkpoint_root = run_dir / "checkpoints"
         self.stop_signal: int | None = None
-
-    def resolve_total_steps(self) -> int:
-        """`max_steps`, else `epochs` (default 1) in optimizer steps. With both, max_steps wins and one
-        warning line says so: the finetuning template sets `epochs`, so a `--set training.max_steps`
-        beside it is common, and a silently shorter or longer run would be a surprise."""
-        tc = self.config.training
-        if tc.max_steps is not None:
-            if tc.epochs is not None:
-                warn(f"training.max_steps ({tc.max_steps}) and training.epochs ({tc.epochs:g}) are both set: "
-                     "max_steps wins, epochs has no effect.")
-            return tc.max_steps
-        per_epoch = self.train_stream.batches_per_epoch / tc.gradient_accumulation_steps
-        return max(1, math.ceil((tc.epochs or 1.0) * per_epoch))
-
-    def ignored_keys(self) -> list[str]:
-        """Every configured key that has no effect in this run, one message each (printed at the start)."""
-        has_val = "val" in self.eval_streams
-        training = self.config.training
-        return [*ignored_validation_keys(training, has_val), *ignored_schedule_keys(training, has_val),
-                *self.transfer.ignored_keys(self.total_steps), *ignored_checkpoint_keys(training),
-                *ignored_distributed_keys(training, self.workers.alone)]
 
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
