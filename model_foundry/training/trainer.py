@@ -21,6 +21,7 @@ of them take the same decisions (best checkpoint, early stopping, a plateau's le
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +39,8 @@ from model_foundry.training.flops import TrainingFlops, model_flops_utilisation,
 from model_foundry.training.ignored_keys import ignored_training_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
-from model_foundry.training.precision import autocast, make_grad_scaler, resolve_device, resolve_precision
+from model_foundry.training.precision import (autocast, make_grad_scaler, precision_note, resolve_device,
+                                              resolve_precision)
 from model_foundry.training.progress import Progress
 from model_foundry.training.schedules import make_schedule, total_steps
 from model_foundry.training.step_state import (Counters, StepLoss, StepResult, TrainingInterrupted, Window,
@@ -77,6 +79,9 @@ class Trainer:
         self.pieces = step_pieces(tc.batch_size, tc.gradient_accumulation_steps, workers.world_size, workers.rank)
         self.device = workers.device or resolve_device(tc.device)
         self.precision = resolve_precision(tc.precision, self.device)
+        note = precision_note(tc.precision, self.device, self.precision)
+        if note and workers.is_writer:
+            print(note, file=sys.stderr)
         self.model_state = workers.model_state(model, tc.distributed)
         self.model = model.to(self.device)
         # `model` stays the plain module (saving, evaluation); `wrapped` is what training runs through.
@@ -84,7 +89,6 @@ class Trainer:
         self.forward = compiled(self.wrapped, tc.compile_mode) if tc.compile else self.wrapped
         self.replays_cuda_graphs = replays_cuda_graphs(tc.compile, tc.compile_mode)
         self.flops = TrainingFlops.of(self.model)
-        self.peak_flops = peak_flops(self.device, self.precision)
         seed = config.experiment.seed
         collate = task.collator()
         self.train_stream = BatchStream(splits.train, tc.batch_size, collate, seed=seed,
@@ -112,6 +116,9 @@ class Trainer:
         self.counters = Counters()
         self.checkpoint_root = run_dir / "checkpoints"
         self.stop_signal: int | None = None
+        # The device's peak FLOP/s for MFU, settled when `fit` starts: on a CPU it may be measured (about a
+        # second, once per process; `flops.peak_flops`), which building a trainer must not wait for.
+        self.peak_flops: float | None = None
 
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -172,6 +179,7 @@ class Trainer:
         progress = Progress(self.total_steps, self.counters.step, label, enabled=self.workers.is_writer)
         previous_handlers = self.install_signal_handlers()
         self.model.train()
+        self.peak_flops = peak_flops(self.device, self.precision)  # before the clock: no log window pays for it
         started = time.perf_counter() - self.counters.elapsed_s
         window = Window(time.perf_counter())
         try:
