@@ -91,6 +91,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_cpu_peak_probe():
+    """Every training run logs MFU, and on a CPU its peak is measured (a second of matrix products, cached
+    under $HOME): state it unknown instead, for this process and the runs it starts, from the session's
+    start (module-scoped fixtures train too). A test about MFU states a peak or deletes the variable."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODEL_FOUNDRY_CPU_PEAK_FLOPS", "0")
+        yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real data sets beside the clone; skips the test when they are not there."""

@@ -22,6 +22,7 @@ import torch
 
 from model_foundry.config import load_config
 from model_foundry.data import BatchStream
+from model_foundry.errors import UserError
 from model_foundry.models import create_model
 from model_foundry.reporting.runs import run_row
 from model_foundry.training import flops as flops_module
@@ -229,14 +230,19 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_mfu_column_is_flops_per_token_times_tokens_per_sec_over_peak(make_config, tmp_path):
+def fit_logging(config: dict, run_dir: Path):
+    """Build a run's trainer and train it with a CSV log; returns the trainer."""
+    trainer = build_trainer(absolute_paths(load_config(config).config), run_dir)
+    trainer.fit(MetricsLogger(run_dir, csv_enabled=True, tensorboard=False, wandb=False, wandb_mode="offline",
+                              project="p", run_name="r", config={}))
+    return trainer
+
+
+def test_mfu_column_is_flops_per_token_times_tokens_per_sec_over_peak(make_config, tmp_path, monkeypatch):
     config = make_config(training={"max_steps": 4, "log_interval": 2, "precision": "fp32"})
     run_dir = tmp_path / "run"
-    trainer = build_trainer(absolute_paths(load_config(config).config), run_dir)
-    logger = MetricsLogger(run_dir, csv_enabled=True, tensorboard=False, wandb=False, wandb_mode="offline",
-                           project="p", run_name="r", config={})
-    trainer.peak_flops = 1e9  # CPUs have no known peak; pretend this one has
-    trainer.fit(logger)
+    monkeypatch.setattr(trainer_module, "peak_flops", lambda device, precision: 1e9)  # a known peak
+    trainer = fit_logging(config, run_dir)
     rows = read_rows(run_dir / "metrics" / "train.csv")
     per_token = trainer.flops.per_token(32)  # packed windows of block_size 32
     for row in rows:
@@ -274,6 +280,42 @@ def test_cpu_mfu_comes_from_a_matmul_probe_measured_once(make_config, tmp_path, 
     mfu = [float(row["mfu"]) for row in read_rows(run_dir / "metrics" / "train.csv")]
     assert len(mfu) == 3 and all(value > 0 for value in mfu)
     assert run_row(run_dir / "results.json", tmp_path)["mfu"] == f"{statistics.median(mfu[1:]):.1%}"
+
+
+def test_the_cpu_peak_is_measured_when_training_starts_and_once_per_process(make_config, tmp_path, monkeypatch,
+                                                                           request):
+    """Building a trainer measures nothing (it used to probe, and write under $HOME, in `__init__`); the
+    first run to train measures, and a second run in the process does not measure again."""
+    monkeypatch.delenv(flops_module.CPU_PEAK_ENV)
+    probes = []
+    monkeypatch.setattr(flops_module, "cpu_peak_flops", lambda precision, cache=None: probes.append(precision) or 4e9)
+    flops_module.measured_once.cache_clear()
+    request.addfinalizer(flops_module.measured_once.cache_clear)  # no other test may see this figure
+    config = make_config(training={"max_steps": 4, "log_interval": 2, "precision": "fp32"})
+    trainer = build_trainer(absolute_paths(load_config(config).config), tmp_path / "built")
+    assert probes == []
+    first = fit_logging(config, tmp_path / "first")
+    assert probes == ["fp32"] and first.peak_flops == 4e9
+    fit_logging(make_config(experiment={"name": "second"}, training={"max_steps": 4, "log_interval": 2,
+                                                                     "precision": "fp32"}), tmp_path / "second")
+    assert probes == ["fp32"]
+    for run in ("first", "second"):
+        assert [float(row["mfu"]) > 0 for row in read_rows(tmp_path / run / "metrics" / "train.csv")] == [True] * 2
+    assert trainer.counters.step == 0  # the trainer built first never trained, and never asked
+
+
+@pytest.mark.parametrize("stated, peak", [("2e12", 2e12), ("0", None)])
+def test_a_stated_cpu_peak_replaces_the_probe(monkeypatch, stated, peak):
+    monkeypatch.setenv(flops_module.CPU_PEAK_ENV, stated)
+    monkeypatch.setattr(flops_module, "cpu_peak_flops", lambda *a, **k: pytest.fail("measured"))
+    assert peak_flops(torch.device("cpu"), "fp32") == peak
+
+
+@pytest.mark.parametrize("stated", ["fast", "-1", "inf", "nan"])
+def test_a_stated_cpu_peak_that_is_not_a_figure_names_the_variable(monkeypatch, stated):
+    monkeypatch.setenv(flops_module.CPU_PEAK_ENV, stated)
+    with pytest.raises(UserError, match=f"MODEL_FOUNDRY_CPU_PEAK_FLOPS is '{stated}'"):
+        peak_flops(torch.device("cpu"), "fp32")
 
 
 def test_the_matmul_probe_takes_the_best_size_and_sees_whether_its_threads_had_their_cores():

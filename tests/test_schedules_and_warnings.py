@@ -10,8 +10,8 @@ import pytest
 import model_foundry
 from model_foundry.config.loading import load_config
 from model_foundry.config.schema import TrainingSection
-from model_foundry.training.run import build_trainer
-from model_foundry.training.schedules import SCHEDULE_ALIASES, SCHEDULES, LRSchedule, make_schedule
+from model_foundry.training.ignored_keys import ignored_training_keys
+from model_foundry.training.schedules import SCHEDULE_ALIASES, SCHEDULES, LRSchedule, make_schedule, total_steps
 
 PEAK, MIN, WARMUP, TOTAL = 1.0, 0.1, 10, 110
 # Step 35 is a quarter of the way through the decay: cosine and linear differ there (at the midpoint they meet).
@@ -64,27 +64,37 @@ def test_the_config_accepts_exactly_the_schedules_and_their_aliases():
 
 
 # ---- one warning line per key that has no effect ------------------------------------------------------
+# These are pure functions of the config and two facts about the data; the run at the end checks that
+# the trainer prints each message once.
 NO_VAL = {"val_fraction": 0.0}
+EPOCH = 100  # micro-batches in one pass over the training data
 
 
 @pytest.fixture
-def start(make_config, tmp_path, capsys):
-    """Build a run's trainer (tokenizer, data, model; no step) and return what it printed on stderr."""
-    def build(**sections) -> str:
-        capsys.readouterr()
-        build_trainer(load_config(make_config(**sections)).config, tmp_path / "run")
-        return capsys.readouterr().err
-    return build
+def ignored(make_config):
+    """The messages for the keys without effect in the tiny run (30 steps, one process) with these sections."""
+    def messages(has_val: bool = True, batches_per_epoch: int = EPOCH, **sections) -> list[str]:
+        return ignored_training_keys(load_config(make_config(**sections)).config, has_val, batches_per_epoch)
+    return messages
 
 
-def warnings_about(stderr: str, key: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("warning:") and key in line]
+def about(messages: list[str], key: str) -> list[str]:
+    return [message for message in messages if key in message]
 
 
-def test_max_steps_beside_epochs_wins_with_one_warning(start):
-    stderr = start(training={"max_steps": 7, "epochs": 3})
-    assert len(warnings_about(stderr, "max_steps wins")) == 1
-    assert warnings_about(start(training={"max_steps": 7}), "epochs") == []
+@pytest.mark.parametrize("keys, batches_per_epoch, steps", [
+    ({"max_steps": 7, "epochs": 3}, 100, 7),  # max_steps wins
+    ({}, 10, 10),  # one epoch by default
+    ({"epochs": 2.5, "gradient_accumulation_steps": 2}, 10, 13),  # 2.5 x 5 steps, rounded up
+    ({"gradient_accumulation_steps": 4}, 1, 1),  # at least one step
+])
+def test_the_run_length_is_max_steps_else_epochs_of_optimizer_steps(keys, batches_per_epoch, steps):
+    assert total_steps(TrainingSection(**keys), batches_per_epoch) == steps
+
+
+def test_max_steps_beside_epochs_wins_with_one_warning(ignored):
+    assert len(about(ignored(training={"max_steps": 7, "epochs": 3}), "max_steps wins")) == 1
+    assert about(ignored(training={"max_steps": 7}), "epochs") == []
 
 
 @pytest.mark.parametrize("key, value, marker", [
@@ -93,11 +103,11 @@ def test_max_steps_beside_epochs_wins_with_one_warning(start):
     ("lr_schedule", "plateau", "lr_schedule: plateau"),
     ("eval_iters", 3, "training.eval_iters"),
 ])
-def test_validation_keys_without_a_val_split_warn_once(start, key, value, marker):
-    stderr = start(data=NO_VAL, training={key: value})
-    assert len(warnings_about(stderr, marker)) == 1 and "val split" in warnings_about(stderr, marker)[0]
-    assert warnings_about(start(data=NO_VAL, training={"eval_iters": None}), "val split") == []
-    assert warnings_about(start(training={key: value}), "val split") == []  # the tiny config has a val split
+def test_validation_keys_without_a_val_split_warn_once(ignored, key, value, marker):
+    messages = ignored(has_val=False, data=NO_VAL, training={key: value})
+    assert len(about(messages, marker)) == 1 and "val split" in about(messages, marker)[0]
+    assert about(ignored(has_val=False, data=NO_VAL, training={"eval_iters": None}), "val split") == []
+    assert about(ignored(training={key: value}), "val split") == []
 
 
 @pytest.mark.parametrize("training, marker", [
@@ -107,8 +117,8 @@ def test_validation_keys_without_a_val_split_warn_once(start, key, value, marker
     ({"lr_schedule": "linear", "plateau_factor": 0.2}, "training.plateau_factor"),
     ({"keep_last_n": 4}, "training.keep_last_n"),
 ])
-def test_schedule_and_checkpoint_keys_without_effect_warn_once(start, training, marker):
-    assert len(warnings_about(start(training=training), marker)) == 1
+def test_schedule_and_checkpoint_keys_without_effect_warn_once(ignored, training, marker):
+    assert len(about(ignored(training=training), marker)) == 1
 
 
 @pytest.mark.parametrize("training", [
@@ -116,16 +126,24 @@ def test_schedule_and_checkpoint_keys_without_effect_warn_once(start, training, 
     {"lr_schedule": "plateau", "plateau_patience": 5, "plateau_factor": 0.2},
     {"save_interval": 10, "keep_last_n": 4},
 ])
-def test_keys_that_act_do_not_warn(start, training):
-    assert [line for line in start(training=training).splitlines() if line.startswith("warning:")] == []
+def test_keys_that_act_do_not_warn(ignored, training):
+    assert ignored(training=training) == []
 
 
-def test_unfreezing_keys_without_effect_warn_once(start):
-    stderr = start(transfer={"unfreeze_lr_multiplier": 0.5})
-    assert len(warnings_about(stderr, "transfer.unfreeze_lr_multiplier")) == 1
-    stderr = start(transfer={"unfreeze_at_iteration": 100})  # the tiny run ends at step 30
-    assert len(warnings_about(stderr, "transfer.unfreeze_at_iteration")) == 1
-    assert warnings_about(start(transfer={"unfreeze_at_iteration": 10}), "transfer.") == []
+def test_unfreezing_keys_without_effect_warn_once(ignored):
+    assert len(about(ignored(transfer={"unfreeze_lr_multiplier": 0.5}), "transfer.unfreeze_lr_multiplier")) == 1
+    late = ignored(transfer={"unfreeze_at_iteration": 100})  # the tiny run ends at step 30
+    assert len(about(late, "transfer.unfreeze_at_iteration unfreezes at step 100")) == 1
+    assert ignored(transfer={"unfreeze_at_iteration": 10}) == []
+    # freeze_epochs counts optimizer steps of the data's epochs: 0.5 x 100 batches is step 50, after the end.
+    assert len(about(ignored(transfer={"freeze_epochs": 0.5}), "transfer.freeze_epochs unfreezes at step 50")) == 1
+    assert ignored(batches_per_epoch=40, transfer={"freeze_epochs": 0.5}) == []  # step 20
+
+
+def test_training_distributed_has_no_effect_in_one_process(make_config):
+    config = load_config(make_config(training={"distributed": "fsdp"})).config
+    assert len(about(ignored_training_keys(config, True, EPOCH, alone=True), "training.distributed")) == 1
+    assert ignored_training_keys(config, True, EPOCH, alone=False) == []
 
 
 @pytest.mark.slow
@@ -134,6 +152,6 @@ def test_a_run_with_ignored_keys_trains_and_warns_once_each(make_config, capsys)
                                                 "lr_schedule": "plateau", "eval_interval": 1})
     results = model_foundry.train(config)
     assert results["run"]["steps"] == 3
-    stderr = capsys.readouterr().err
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     for marker in ("max_steps wins", "training.early_stopping_patience", "lr_schedule: plateau"):
-        assert len(warnings_about(stderr, marker)) == 1, stderr
+        assert len(about(warnings, marker)) == 1, warnings

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from model_foundry.compat.nanogpt import GPT, GPTConfig, ModelMode
 from model_foundry.training.loss_modifiers import create_loss_modifier_pipeline
-from model_foundry.training.schedules import AdaptiveScheduler, TransferLearningScheduler, WarmupOnlyScheduler, \
-    make_schedule
+from model_foundry.compat.schedulers import AdaptiveScheduler, TransferLearningScheduler, WarmupOnlyScheduler
+from model_foundry.training.schedules import make_schedule
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 16, "vocab_size": 40, "block_size": 16}
 
@@ -112,6 +112,15 @@ def test_transfer_and_warmup_only_schedulers():
     assert scheduler.get_lr(100) == {"transformer": pytest.approx(5e-6), "head": pytest.approx(5e-4)}
     warm = WarmupOnlyScheduler(1.0, warmup_iters=4)
     assert [warm.get_lr(i) for i in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_the_schedulers_old_address_names_their_new_one():
+    """They lived in model_foundry.training.schedules: a script importing them from there is told where they are."""
+    with pytest.raises(ImportError, match=r"moved to model_foundry\.compat\.schedulers"):
+        from model_foundry.training.schedules import TransferLearningScheduler  # noqa: F401
+    from model_foundry.training.schedules import AdaptiveScheduler as trainers_plateau
+
+    assert trainers_plateau is AdaptiveScheduler  # the plateau schedule stays where the trainer uses it
 
 
 def test_adaptive_scheduler_reduces_on_plateau_and_restores():

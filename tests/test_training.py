@@ -17,7 +17,7 @@ from model_foundry.errors import UserError
 from model_foundry.tokenizer import FoundryTokenizer
 from model_foundry.training.metrics_log import CsvLog
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
-from model_foundry.training.precision import cpu_has_native_bf16, resolve_precision
+from model_foundry.training.precision import cpu_has_native_bf16, precision_note, resolve_precision
 from model_foundry.training.run import absolute_paths, build_trainer
 from model_foundry.training.schedules import make_schedule
 
@@ -194,25 +194,26 @@ def test_precision_auto_and_refusals():
 
 @pytest.mark.parametrize("capability, expected", [((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp16"),
                                                   ((7, 0), "fp16")])
-def test_precision_auto_on_cuda_is_native_bf16_else_fp16_said_once(monkeypatch, capsys, capability, expected):
+def test_precision_auto_on_cuda_is_native_bf16_else_fp16_with_a_note(monkeypatch, capsys, capability, expected):
     """As the README says: bf16 where the GPU runs it natively (Ampere on), fp16 with loss scaling before.
 
     torch.cuda.is_bf16_supported() says yes on a T4 or V100 too (bf16 emulated, slower than fp16), so it
-    is made to say yes here: auto must not believe it."""
-    from model_foundry.training import precision
-
+    is made to say yes here: auto must not believe it. Resolving prints nothing (evaluation and scoring
+    resolve too); the note is returned, for the trainer to print once at the start of a run."""
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some GPU")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    monkeypatch.setattr(precision, "_announced", set())
     cuda = torch.device("cuda")
     assert [resolve_precision("auto", cuda) for _ in range(3)] == [expected] * 3
-    err = capsys.readouterr().err
-    assert err.count("Some GPU has no native bf16") == (expected == "fp16"), err
+    assert capsys.readouterr().err == ""
+    note = precision_note("auto", cuda, expected)
     if expected == "fp16":
-        assert "fp16 with loss scaling" in err
+        assert "Some GPU has no native bf16" in note and "fp16 with loss scaling" in note
+    else:
+        assert note is None
+    assert precision_note("fp16", cuda, "fp16") is None  # asked for: no surprise to explain
     assert resolve_precision("bf16", cuda) == "bf16" and resolve_precision("fp32", cuda) == "fp32"
 
 

@@ -96,7 +96,8 @@ def test_an_unfreeze_point_beside_a_partial_freeze_unfreezes_only_that_part():
 
 def test_unfreezing_drops_the_backbone_rate_by_the_one_default():
     from model_foundry.compat.nanogpt import GPTConfig
-    from model_foundry.training.schedules import DEFAULT_UNFREEZE_LR_MULTIPLIER, TransferLearningScheduler
+    from model_foundry.compat.schedulers import TransferLearningScheduler
+    from model_foundry.training.unfreezing import DEFAULT_UNFREEZE_LR_MULTIPLIER
 
     assert DEFAULT_UNFREEZE_LR_MULTIPLIER == 0.1
     assert TransferSection().unfreeze_lr_multiplier == GPTConfig().unfreeze_lr_multiplier == \

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from model_foundry.models import GPTConfig as FoundryGPTConfig
 from model_foundry.models import TaskHeadConfig, TaskModel, create_model
 from model_foundry.training.loss_modifiers import LossModifierPipeline
-from model_foundry.training.schedules import DEFAULT_UNFREEZE_LR_MULTIPLIER, Unfreezing, freezes_whole_backbone
+from model_foundry.training.unfreezing import DEFAULT_UNFREEZE_LR_MULTIPLIER, Unfreezing, freezes_whole_backbone
 
 
 class ModelMode(str, Enum):

@@ -238,7 +238,7 @@ class TransferSection(Section):
     # the unfrozen weights' Adam state starts fresh, so their first updates are about one LR per
     # weight whatever the gradient, and at the head's full rate they would jolt the pretrained
     # features the frozen phase relied on. The nanoGPT-compatible API and TransferLearningScheduler
-    # read this same default (model_foundry.training.schedules.Unfreezing).
+    # read this same default (model_foundry.training.unfreezing.Unfreezing).
     unfreeze_lr_multiplier: float = Field(0.1, gt=0.0)
     # The task head's learning rate as a multiple of training.learning_rate.
     head_lr_mult: float = Field(1.0, gt=0.0)

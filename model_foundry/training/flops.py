@@ -10,11 +10,19 @@ The peak is the device's dense datasheet FLOP/s at the precision the run trains 
 GPUs. A CPU has no datasheet figure that holds for a given thread count, so its peak is measured: a
 short probe of large matrix products in the run's dtype with the process's threads, once per
 machine, thread count, dtype and torch version, cached in `~/.cache/model_foundry/cpu_peak_flops.json`.
+The trainer asks for the peak when it starts training (before its clock starts, so no log window
+pays for the probe), not when it is built, and a process measures at most once per dtype and thread
+count (a sweep's runs share it), so building a trainer neither spends a second on the probe nor
+writes to the home directory. The environment variable
+MODEL_FOUNDRY_CPU_PEAK_FLOPS states the CPU's peak instead (FLOP/s; 0: unknown, MFU left empty),
+for a machine too busy to measure itself, and for test suites.
 Elsewhere (Apple's MPS, an unlisted GPU) MFU is None.
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import platform
 import re
@@ -26,7 +34,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from model_foundry.errors import UserError
 from model_foundry.models.backbones.attention import SelfAttention
+
+CPU_PEAK_ENV = "MODEL_FOUNDRY_CPU_PEAK_FLOPS"
 
 # Dense peaks (no 2:4 sparsity), FLOP/s, from NVIDIA's datasheets, keyed by a pattern of
 # `torch.cuda.get_device_name` (whole words, so "A100" is not an "A10", nor an "RTX A1000" an A100).
@@ -91,7 +102,8 @@ class MatmulProbe(NamedTuple):
 def peak_flops(device: torch.device, precision: str) -> float | None:
     """The device's dense peak FLOP/s at `precision`, or None where it is not known."""
     if device.type == "cpu":
-        return cpu_peak_flops(precision)
+        stated = os.environ.get(CPU_PEAK_ENV)
+        return measured_once(precision, torch.get_num_threads()) if stated is None else stated_peak(stated)
     if device.type != "cuda":
         return None
     if precision == "fp32" and torch.get_float32_matmul_precision() != "highest":
@@ -105,6 +117,26 @@ def gpu_peak_flops(name: str, precision: str) -> float | None:
         if re.search(rf"\b{pattern}\b", name):
             return peaks.get(precision)
     return None
+
+
+def stated_peak(value: str) -> float | None:
+    """The peak MODEL_FOUNDRY_CPU_PEAK_FLOPS states: FLOP/s, or None for 0 (unknown)."""
+    try:
+        peak = float(value)
+    except ValueError:
+        peak = math.nan
+    if not (math.isfinite(peak) and peak >= 0.0):
+        raise UserError(f"{CPU_PEAK_ENV} is {value!r}; it must be the CPU's peak in FLOP/s (for example 2e12), "
+                        "or 0 for unknown (MFU left empty). Unset it to measure the peak.")
+    return peak or None
+
+
+@functools.cache
+def measured_once(precision: str, threads: int) -> float:
+    """`cpu_peak_flops` once per process for a precision and thread count: a probe measured beside other
+    work is not cached on disk, and a second run in the process (a sweep, the quickstart) must not
+    measure again."""
+    return cpu_peak_flops(precision)
 
 
 def cpu_peak_flops(precision: str, cache: Path | None = None) -> float:

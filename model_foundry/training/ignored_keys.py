@@ -1,10 +1,17 @@
-"""Keys that have no effect in a run: one warning line each, never an error."""
+"""Keys that have no effect in a run: one warning line each, never an error.
+
+Each list is a pure function of the config and, where the answer depends on the data, of the facts
+about it that decide (is there a val split, how many batches make an epoch), so a test asks it
+without building a trainer.
+"""
 from __future__ import annotations
 
 import sys
 
 from model_foundry.config.schema import FoundryConfig, TrainingSection
 from model_foundry.ranks import is_writer
+from model_foundry.training.schedules import ignored_schedule_keys, total_steps
+from model_foundry.training.unfreezing import ignored_unfreezing_keys
 
 
 def warn(message: str) -> None:
@@ -12,6 +19,28 @@ def warn(message: str) -> None:
     Only the first process says it: N workers would say the same N times."""
     if is_writer():
         print(f"warning: {message}", file=sys.stderr)
+
+
+def ignored_training_keys(config: FoundryConfig, has_val: bool, batches_per_epoch: int,
+                          alone: bool = True) -> list[str]:
+    """Every training and transfer key that has no effect in this run, one message each (the trainer
+    prints them at the start). `has_val`: the data has a val split; `batches_per_epoch`: micro-batches
+    in one pass over the training data; `alone`: one process trains."""
+    training = config.training
+    steps_per_epoch = batches_per_epoch / training.gradient_accumulation_steps
+    return [*ignored_length_keys(training), *ignored_validation_keys(training, has_val),
+            *ignored_schedule_keys(training, has_val),
+            *ignored_unfreezing_keys(config.transfer, steps_per_epoch, total_steps(training, batches_per_epoch)),
+            *ignored_checkpoint_keys(training), *ignored_distributed_keys(training, alone)]
+
+
+def ignored_length_keys(tc: TrainingSection) -> list[str]:
+    """`epochs` beside `max_steps`: the finetuning template sets `epochs`, so a `--set training.max_steps`
+    beside it is common, and a silently shorter or longer run would be a surprise."""
+    if tc.max_steps is not None and tc.epochs is not None:
+        return [f"training.max_steps ({tc.max_steps}) and training.epochs ({tc.epochs:g}) are both set: "
+                "max_steps wins, epochs has no effect."]
+    return []
 
 
 def ignored_validation_keys(tc: TrainingSection, has_val: bool) -> list[str]:

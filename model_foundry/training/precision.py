@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import torch
 
@@ -41,16 +40,6 @@ def cuda_has_native_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(index)[0] >= 8
 
 
-_announced: set[str] = set()
-
-
-def announce_once(message: str) -> None:
-    """Print a note on stderr the first time it comes up in this process (trainer and evaluation both ask)."""
-    if message not in _announced:
-        _announced.add(message)
-        print(message, file=sys.stderr)
-
-
 def resolve_precision(name: str, device: torch.device) -> str:
     """`auto`: bf16 where the hardware runs it natively (GPUs since Ampere, CPUs with AVX512-BF16 or AMX),
     fp16 with loss scaling on older CUDA GPUs, fp32 elsewhere (other CPUs, Apple's MPS)."""
@@ -60,14 +49,20 @@ def resolve_precision(name: str, device: torch.device) -> str:
                             "use precision: bf16 or auto.")
         return name
     if device.type == "cuda":
-        if cuda_has_native_bf16(device):
-            return "bf16"
-        announce_once(f"training.precision auto: {torch.cuda.get_device_name(device)} has no native bf16, so "
-                      "training runs in fp16 with loss scaling (set precision: fp32 to avoid fp16).")
-        return "fp16"
+        return "bf16" if cuda_has_native_bf16(device) else "fp16"
     if device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
+
+
+def precision_note(name: str, device: torch.device, resolved: str) -> str | None:
+    """What a run should say about the precision `auto` chose, when it is a surprise: fp16 on a GPU
+    without native bf16. The trainer prints it once at the start of a run; evaluation and scoring,
+    which also resolve `auto`, do not repeat it."""
+    if name == "auto" and resolved == "fp16":
+        return (f"training.precision auto: {torch.cuda.get_device_name(device)} has no native bf16, so training "
+                "runs in fp16 with loss scaling (set precision: fp32 to avoid fp16).")
+    return None
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -1,4 +1,4 @@
-"""Learning-rate schedules, and the one unfreezing rule.
+"""The trainer's learning-rate schedules, and the run's length in optimizer steps that they span.
 
 Every schedule gives a base rate per step, and `apply` writes `base rate x group lr_scale` into
 each parameter group, so the per-group ratios (head vs backbone, layer-wise decay, the drop at
@@ -11,27 +11,27 @@ every checkpoint, so a resumed run gets exactly the rates the uninterrupted run 
 - `linear`: linear decay from the peak to `min_lr` over the rest of the run;
 - `constant`: the peak for the rest of the run. `warmup_only` and `transfer` are aliases of it,
   kept because they are the names of the nanoGPT-compatible API's `WarmupOnlyScheduler` and
-  `TransferLearningScheduler`: per-part rates, freezing and the drop at unfreezing come from the
-  `transfer` section under every schedule, so a schedule of their own would have nothing to add;
+  `TransferLearningScheduler` (model_foundry.compat.schedulers): per-part rates, freezing and the
+  drop at unfreezing come from the `transfer` section under every schedule, so a schedule of their
+  own would have nothing to add;
 - `plateau`: the peak, multiplied by `plateau_factor` after `plateau_patience` evaluations without
   a better validation loss, never below `min_lr`.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
-from model_foundry.config.schema import TrainingSection, TransferSection
+from model_foundry.config.schema import TrainingSection
 
 SCHEDULES = ("cosine", "linear", "constant", "plateau")
 # Other spellings `training.lr_schedule` accepts, and the schedule each one names.
 SCHEDULE_ALIASES = {"warmup_only": "constant", "transfer": "constant"}
-# Written once, in the config schema (which says why 0.1); the nanoGPT-compatible API and
-# TransferLearningScheduler take the same default.
-DEFAULT_UNFREEZE_LR_MULTIPLIER: float = TransferSection.model_fields["unfreeze_lr_multiplier"].default
+# The nanoGPT-compatible API's scheduler classes used to be importable from here; they live with that
+# API now. Their old address names the new one instead of a bare "cannot import name".
+MOVED_TO_COMPAT = ("WarmupOnlyScheduler", "TransferLearningScheduler")
 
 
 def canonical_schedule(kind: str) -> str:
@@ -92,7 +92,8 @@ def set_group_rates(optimizer: torch.optim.Optimizer, base: float) -> float:
 
 
 class AdaptiveScheduler:
-    """Reduce on plateau (`lr_schedule: plateau`, and the nanoGPT-compatible API's class): after
+    """Reduce on plateau (`lr_schedule: plateau`, and the nanoGPT-compatible API's class, which
+    model_foundry.compat.schedulers gives beside its other schedulers): after
     `patience` evaluations without a new best validation loss, multiply the rate by `factor`, never
     below `min_lr`. Linear warmup first, if asked."""
 
@@ -134,85 +135,6 @@ class AdaptiveScheduler:
         self.evals_without_improvement = state["evals_without_improvement"]
 
 
-@dataclass(frozen=True)
-class Unfreezing:
-    """The one unfreezing rule, used by the `transfer` config section (through `TransferPlan`), the
-    nanoGPT-compatible API (`GPT.maybe_unfreeze`) and `TransferLearningScheduler`, so the three cannot
-    disagree on when frozen weights start training or on the rate they get.
-
-    Weights frozen at the start train from optimizer step `step` on (never, when `step` is None);
-    from then on the optimizer groups holding them run at `lr_multiplier` times their rate. Their
-    Adam state starts fresh at that step, which is why the default drop is below 1 (the schema says
-    more). A config or a facade that gives an unfreeze step without saying what to freeze freezes
-    the whole backbone until then (`freezes_whole_backbone`).
-    """
-
-    step: int | None = None
-    lr_multiplier: float = DEFAULT_UNFREEZE_LR_MULTIPLIER
-
-    def is_frozen(self, step: int) -> bool:
-        return self.step is None or step < self.step
-
-    def happens_at(self, step: int) -> bool:
-        return self.step is not None and step == self.step
-
-    def drop_rates(self, groups: Iterable[dict]) -> None:
-        """Multiply the rate of the optimizer groups whose weights unfreeze now: `lr` for a loop that
-        keeps the optimizer's rates, `lr_scale` for our schedules (which rewrite `lr` every step)."""
-        for group in groups:
-            group["lr"] *= self.lr_multiplier
-            group["lr_scale"] = group.get("lr_scale", 1.0) * self.lr_multiplier
-
-
-def freezes_whole_backbone(freeze_transformer: bool, partial: bool, unfreeze_step_given: bool) -> bool:
-    """Whether the whole backbone starts frozen: when asked, or when an unfreeze point is given and
-    nothing else is frozen (`partial`: some blocks or the embeddings), since unfreezing nothing
-    would silently do nothing."""
-    return freeze_transformer or (unfreeze_step_given and not partial)
-
-
-class WarmupOnlyScheduler:
-    """The nanoGPT-compatible API's warmup scheduler: linear warmup to `base_lr` over `warmup_iters`,
-    then constant (`lr_schedule: warmup_only`, an alias of `constant`)."""
-
-    def __init__(self, base_lr: float, warmup_iters: int = 0):
-        self.schedule = LRSchedule("constant", base_lr, base_lr, warmup_iters, max(warmup_iters, 1))
-
-    def get_lr(self, iteration: int) -> float:
-        return self.schedule.lr_at(iteration)
-
-
-class TransferLearningScheduler:
-    """The nanoGPT-compatible API's per-part rates for feature extraction, then full finetuning.
-
-    While frozen (before `feature_extraction_iters`, or as `is_frozen` says) the transformer's rate
-    is 0 and the head trains at `base_lr x head_lr_multiplier`; once it trains, the transformer runs
-    at `base_lr x unfreeze_lr_drop` (the `Unfreezing` rule and default). A config gets the same rates
-    under any `lr_schedule` from the `transfer` section (head_lr_mult, unfreeze_at_iteration or
-    freeze_epochs, unfreeze_lr_multiplier).
-    """
-
-    def __init__(self, base_lr: float, head_lr_multiplier: float = 10.0, feature_extraction_iters: int = 0,
-                 unfreeze_lr_drop: float = DEFAULT_UNFREEZE_LR_MULTIPLIER, warmup_iters: int = 0):
-        self.base = WarmupOnlyScheduler(base_lr, warmup_iters)
-        self.head_lr_multiplier = head_lr_multiplier
-        self.unfreezing = Unfreezing(feature_extraction_iters, unfreeze_lr_drop)
-
-    @property
-    def feature_extraction_iters(self) -> int:
-        return self.unfreezing.step
-
-    @property
-    def unfreeze_lr_drop(self) -> float:
-        return self.unfreezing.lr_multiplier
-
-    def get_lr(self, iteration: int, is_frozen: bool | None = None) -> dict[str, float]:
-        frozen = self.unfreezing.is_frozen(iteration) if is_frozen is None else is_frozen
-        base = self.base.get_lr(iteration)
-        return {"transformer": 0.0 if frozen else base * self.unfreezing.lr_multiplier,
-                "head": base * self.head_lr_multiplier}
-
-
 def make_schedule(kind: str, peak_lr: float, min_lr: float | None, total_steps: int,
                   warmup_steps: int | None, warmup_ratio: float | None, *, plateau_patience: int = 3,
                   plateau_factor: float = 0.5) -> LRSchedule | AdaptiveScheduler:
@@ -245,3 +167,20 @@ def ignored_schedule_keys(training: TrainingSection, has_val: bool) -> list[str]
                      for key in ("plateau_patience", "plateau_factor")
                      if getattr(training, key) != defaults[key].default]
     return messages
+
+
+def total_steps(training: TrainingSection, batches_per_epoch: int) -> int:
+    """The run's length in optimizer steps: `max_steps`, else `epochs` (default 1) of `batches_per_epoch`
+    micro-batches, `gradient_accumulation_steps` to a step, at least one step. With both, max_steps
+    wins (`ignored_keys.ignored_length_keys` says so)."""
+    if training.max_steps is not None:
+        return training.max_steps
+    per_epoch = batches_per_epoch / training.gradient_accumulation_steps
+    return max(1, math.ceil((training.epochs or 1.0) * per_epoch))
+
+
+def __getattr__(name: str):
+    if name in MOVED_TO_COMPAT:
+        raise ImportError(f"{name} moved to model_foundry.compat.schedulers, beside the nanoGPT-compatible API it "
+                          f"belongs to: from model_foundry.compat.schedulers import {name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

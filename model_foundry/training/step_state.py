@@ -3,6 +3,7 @@ host-side token counts, the log window, and the counters a checkpoint restores."
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -72,6 +73,23 @@ class TrainingInterrupted(Exception):
     def __init__(self, signum: int):
         super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoints/last holds the run so far")
         self.exit_code = 128 + signum
+
+
+def install_stop_handlers(request_stop: Callable[[int, object], None]) -> dict:
+    """Let SIGINT/SIGTERM call `request_stop` (the loop saves `last` at the next step boundary and
+    stops); returns the handlers they replace, for `restore_handlers`."""
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    return previous
+
+
+def restore_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 @dataclass

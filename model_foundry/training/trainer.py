@@ -1,17 +1,19 @@
 """One training loop for every task.
 
-The loop knows a model, a task (collator, training loss, metrics, target counting) and the data; nothing about architectures or objectives. Each optimizer step gathers its micro-batches
-first, so the loss can be normalised by the real targets of the whole accumulated batch: averaging
+The loop knows a model, a task (collator, training loss, metrics, target counting) and the data;
+nothing about architectures or objectives. Each optimizer step gathers its micro-batches first, so
+the loss can be normalised by the real targets of the whole accumulated batch: averaging
 per-micro-batch means would over-weight short micro-batches.
 
 Exactness: the data order comes from the BatchStream's (seed, epoch) permutation, learning rates
-are a pure function of the step, and the RNGs, optimizer, scaler and data position are saved with
-every checkpoint, so a killed run resumed from `checkpoints/last` ends bit-for-bit where the
-uninterrupted run ends.
+are a function of the step (and, for `plateau`, of the evaluations so far, saved with its state),
+and the RNGs, optimizer, scaler and data position are saved with every checkpoint, so a killed run
+resumed from `checkpoints/last` ends bit-for-bit where the uninterrupted run ends.
 
 The hot loop never waits for the device: targets and tokens are counted on the host batches before
 they move, each step's loss stays on the device, and the loop reads it only at log steps, once per
-`log_interval` (evaluation and checkpoints wait for the device anyway).
+`log_interval` (evaluation and checkpoints wait for the device anyway). A loss or weights that stop
+being finite end the run before a checkpoint holds them (`non_finite`).
 
 Several processes (`model_foundry.training.distributed`) train the model one process trains: each
 takes its share of every step's rows, the loss is normalised by the targets of all of them, and
@@ -20,8 +22,7 @@ of them take the same decisions (best checkpoint, early stopping, a plateau's le
 """
 from __future__ import annotations
 
-import math
-import signal
+import sys
 import time
 from pathlib import Path
 
@@ -36,15 +37,16 @@ from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.compilation import compiled, replays_cuda_graphs
 from model_foundry.training.distributed import Workers, check_world_size, step_pieces
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
-from model_foundry.training.ignored_keys import (ignored_checkpoint_keys, ignored_distributed_keys,
-                                                ignored_validation_keys, warn)
+from model_foundry.training.ignored_keys import ignored_training_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
+from model_foundry.training.non_finite import FiniteGuard
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
-from model_foundry.training.precision import autocast, make_grad_scaler, resolve_device, resolve_precision
+from model_foundry.training.precision import (autocast, make_grad_scaler, precision_note, resolve_device,
+                                              resolve_precision)
 from model_foundry.training.progress import Progress
-from model_foundry.training.schedules import ignored_schedule_keys, make_schedule
+from model_foundry.training.schedules import make_schedule, total_steps
 from model_foundry.training.step_state import (Counters, StepLoss, StepResult, TrainingInterrupted, Window,
-                                               without_full_masks)
+                                               install_stop_handlers, restore_handlers, without_full_masks)
 from model_foundry.training.transfer import TransferPlan
 
 
@@ -79,6 +81,9 @@ class Trainer:
         self.pieces = step_pieces(tc.batch_size, tc.gradient_accumulation_steps, workers.world_size, workers.rank)
         self.device = workers.device or resolve_device(tc.device)
         self.precision = resolve_precision(tc.precision, self.device)
+        note = precision_note(tc.precision, self.device, self.precision)
+        if note and workers.is_writer:
+            print(note, file=sys.stderr)
         self.model_state = workers.model_state(model, tc.distributed)
         self.model = model.to(self.device)
         # `model` stays the plain module (saving, evaluation); `wrapped` is what training runs through.
@@ -86,7 +91,6 @@ class Trainer:
         self.forward = compiled(self.wrapped, tc.compile_mode) if tc.compile else self.wrapped
         self.replays_cuda_graphs = replays_cuda_graphs(tc.compile, tc.compile_mode)
         self.flops = TrainingFlops.of(self.model)
-        self.peak_flops = peak_flops(self.device, self.precision)
         seed = config.experiment.seed
         collate = task.collator()
         self.train_stream = BatchStream(splits.train, tc.batch_size, collate, seed=seed,
@@ -94,7 +98,7 @@ class Trainer:
         self.eval_streams = {name: BatchStream(ds, tc.batch_size, collate, seed=seed, shuffle=False,
                                                drop_last=False)
                              for name, ds in (("val", splits.val), ("test", splits.test)) if ds is not None}
-        self.total_steps = self.resolve_total_steps()
+        self.total_steps = total_steps(tc, self.train_stream.batches_per_epoch)
         steps_per_epoch = self.train_stream.batches_per_epoch / tc.gradient_accumulation_steps
         self.transfer = TransferPlan(config.transfer, self.model, steps_per_epoch)
         self.optimizer = build_optimizer(parameter_groups(self.model, tc.weight_decay, self.transfer.group_of),
@@ -108,32 +112,17 @@ class Trainer:
         if self.best_metric not in task.metric_names:
             raise UserError(f"training.best_metric {self.best_metric!r} is not reported by task "
                             f"{task.name!r}; it reports {', '.join(task.metric_names)}.")
-        for message in self.ignored_keys():
+        for message in ignored_training_keys(config, "val" in self.eval_streams, self.train_stream.batches_per_epoch,
+                                             workers.alone):
             warn(message)
         self.counters = Counters()
         self.checkpoint_root = run_dir / "checkpoints"
         self.stop_signal: int | None = None
-
-    def resolve_total_steps(self) -> int:
-        """`max_steps`, else `epochs` (default 1) in optimizer steps. With both, max_steps wins and one
-        warning line says so: the finetuning template sets `epochs`, so a `--set training.max_steps`
-        beside it is common, and a silently shorter or longer run would be a surprise."""
-        tc = self.config.training
-        if tc.max_steps is not None:
-            if tc.epochs is not None:
-                warn(f"training.max_steps ({tc.max_steps}) and training.epochs ({tc.epochs:g}) are both set: "
-                     "max_steps wins, epochs has no effect.")
-            return tc.max_steps
-        per_epoch = self.train_stream.batches_per_epoch / tc.gradient_accumulation_steps
-        return max(1, math.ceil((tc.epochs or 1.0) * per_epoch))
-
-    def ignored_keys(self) -> list[str]:
-        """Every configured key that has no effect in this run, one message each (printed at the start)."""
-        has_val = "val" in self.eval_streams
-        training = self.config.training
-        return [*ignored_validation_keys(training, has_val), *ignored_schedule_keys(training, has_val),
-                *self.transfer.ignored_keys(self.total_steps), *ignored_checkpoint_keys(training),
-                *ignored_distributed_keys(training, self.workers.alone)]
+        self.finite_guard = FiniteGuard(self.model, workers, self.scaler, tc, self.precision,
+                                        self.checkpoint_root / "last")
+        # The device's peak FLOP/s for MFU, settled when `fit` starts: on a CPU it may be measured (about a
+        # second, once per process; `flops.peak_flops`), which building a trainer must not wait for.
+        self.peak_flops: float | None = None
 
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -159,6 +148,7 @@ class Trainer:
                                  best_step=state["best_step"],
                                  evals_without_improvement=state["evals_without_improvement"],
                                  elapsed_s=state["elapsed_s"])
+        self.finite_guard.finite_at = self.counters.step  # checkpoints are written finite
 
     def restore_rng(self, state: dict) -> None:
         """This process's RNG states as saved, when the run was saved by as many processes as run now.
@@ -176,12 +166,16 @@ class Trainer:
                  "(dropout) start afresh, so the run is not bit for bit the uninterrupted one.")
 
     def save(self, name: str) -> None:
-        """Write checkpoint `name` (rank 0; every process takes part and waits until it is written)."""
+        """Write checkpoint `name` (rank 0; every process takes part and waits until it is written), once
+        its weights are known to be finite."""
+        self.finite_guard.check_weights(self.counters.step)
         state = self.state_dict()
         model = self.model_state.saved_model(self.model)
         if self.workers.is_writer:
             ckpt.save_checkpoint(self.checkpoint_root / name, model, state)
         self.workers.barrier()
+        if name == "last":
+            self.finite_guard.last_written_at = self.counters.step
 
     def load_weights(self, checkpoint: Path) -> None:
         """Load a checkpoint's weights into the training model (every process; sharded under FSDP)."""
@@ -189,52 +183,82 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self, logger: MetricsLogger, label: str = "train") -> Counters:
-        """Train up to `total_steps`; returns the counters (best step and metric among them)."""
-        tc = self.config.training
+        """Train up to `total_steps`; returns the counters (best step and metric among them).
+
+        Each step: stop if a signal asked to, set this step's frozen parts and rates, train, then, at
+        their intervals, log, evaluate and write checkpoints. `last` is written once when the run ends.
+        """
         progress = Progress(self.total_steps, self.counters.step, label, enabled=self.workers.is_writer)
-        previous_handlers = self.install_signal_handlers()
+        previous_handlers = install_stop_handlers(self.request_stop)
         self.model.train()
+        self.peak_flops = peak_flops(self.device, self.precision)  # before the clock: no log window pays for it
         started = time.perf_counter() - self.counters.elapsed_s
         window = Window(time.perf_counter())
         try:
             while self.counters.step < self.total_steps:
-                stop_signal = self.workers.agreed_signal(self.stop_signal)
-                if stop_signal is not None:
-                    self.counters.elapsed_s = time.perf_counter() - started
-                    self.save("last")
-                    progress.message(f"Saved checkpoints/last at step {self.counters.step}.")
-                    raise TrainingInterrupted(stop_signal)
-                if self.transfer.apply(self.counters.step, self.optimizer):
-                    progress.message(f"step {self.counters.step}: unfreezing the backbone "
-                                     f"(its LR x {self.config.transfer.unfreeze_lr_multiplier}).")
-                lr = self.schedule.apply(self.optimizer, self.counters.step)
+                self.stop_if_signalled(progress, started)
+                lr = self.start_step(progress)
                 result = self.train_step()
-                self.counters.step += 1
-                self.counters.tokens += result.tokens
-                window.tokens += result.tokens
-                window.flops += result.flops
-                step = self.counters.step
-                if step % tc.log_interval == 0 or step == self.total_steps:
+                self.count_step(result, window)
+                if self.at_interval(self.config.training.log_interval):
                     window = self.log_step(logger, progress, result.loss, lr, window, started)
-                stop_early = False
-                if step % tc.eval_interval == 0 or step == self.total_steps:
-                    stop_early = self.evaluate_and_track(logger, progress)
+                stop_early = self.at_interval(self.config.training.eval_interval) and \
+                    self.evaluate_and_track(logger, progress)
                 self.counters.elapsed_s = time.perf_counter() - started
-                if tc.save_interval and step % tc.save_interval == 0:
-                    self.save(f"step_{step}")
-                    if self.workers.is_writer:
-                        ckpt.prune_step_checkpoints(self.checkpoint_root, tc.keep_last_n)
-                if step % tc.eval_interval == 0 or (tc.save_interval and step % tc.save_interval == 0):
-                    self.save("last")
+                self.save_step_checkpoints(ending=stop_early or self.counters.step == self.total_steps)
                 if stop_early:
-                    progress.message(f"Early stopping at step {step}: {self.best_metric} has not improved "
-                                     f"for {tc.early_stopping_patience} evaluations.")
+                    progress.message(f"Early stopping at step {self.counters.step}: {self.best_metric} has not "
+                                     f"improved for {self.config.training.early_stopping_patience} evaluations.")
                     break
             self.save("last")
         finally:
-            self.restore_signal_handlers(previous_handlers)
+            restore_handlers(previous_handlers)
             progress.close()
         return self.counters
+
+    def request_stop(self, signum: int, frame: object = None) -> None:
+        """A signal handler: stop at the next step boundary (`stop_if_signalled`)."""
+        self.stop_signal = signum
+
+    def stop_if_signalled(self, progress: Progress, started: float) -> None:
+        """After SIGINT/SIGTERM (on any process: all agree), save `last` and raise TrainingInterrupted."""
+        stop_signal = self.workers.agreed_signal(self.stop_signal)
+        if stop_signal is None:
+            return
+        self.counters.elapsed_s = time.perf_counter() - started
+        self.save("last")
+        progress.message(f"Saved checkpoints/last at step {self.counters.step}.")
+        raise TrainingInterrupted(stop_signal)
+
+    def start_step(self, progress: Progress) -> float:
+        """Freeze or unfreeze for the coming step and set its learning rates; returns the base rate."""
+        if self.transfer.apply(self.counters.step, self.optimizer):
+            progress.message(f"step {self.counters.step}: unfreezing the backbone "
+                             f"(its LR x {self.config.transfer.unfreeze_lr_multiplier}).")
+        return self.schedule.apply(self.optimizer, self.counters.step)
+
+    def count_step(self, result: StepResult, window: Window) -> None:
+        """Count a finished step: the step itself, and its tokens and FLOPs for the run and the log window."""
+        self.counters.step += 1
+        self.counters.tokens += result.tokens
+        window.tokens += result.tokens
+        window.flops += result.flops
+
+    def at_interval(self, interval: int) -> bool:
+        """Whether the step just finished is one of every `interval`-th, or the run's last."""
+        return self.counters.step % interval == 0 or self.counters.step == self.total_steps
+
+    def save_step_checkpoints(self, ending: bool) -> None:
+        """`step_N` every `save_interval` steps (the newest `keep_last_n` kept), and `last` at every eval or
+        save step the run goes on from; when it is `ending`, `fit` writes `last` once, after the loop."""
+        tc, step = self.config.training, self.counters.step
+        at_save = bool(tc.save_interval) and step % tc.save_interval == 0
+        if at_save:
+            self.save(f"step_{step}")
+            if self.workers.is_writer:
+                ckpt.prune_step_checkpoints(self.checkpoint_root, tc.keep_last_n)
+        if (at_save or step % tc.eval_interval == 0) and not ending:
+            self.save("last")
 
     def log_step(self, logger: MetricsLogger, progress: Progress, loss: StepLoss, lr: float, window: Window,
                  started: float) -> Window:
@@ -244,6 +268,7 @@ class Trainer:
         tokens/s and MFU cover the device's work, not only the host's queueing of it.
         """
         value = self.loss_value(loss)
+        self.finite_guard.check_loss(self.counters.step, value)
         now = time.perf_counter()
         seconds = max(now - window.start, 1e-9)
         # Tokens and FLOPs are the whole global batch's; MFU is over the peak of every process's device.
@@ -355,7 +380,9 @@ class Trainer:
         if "val" not in self.eval_streams:
             return False
         step = self.counters.step
+        self.finite_guard.check_weights(step)
         metrics = self.evaluate("val", self.config.training.eval_iters)
+        self.finite_guard.check_val_loss(step, metrics["loss"])
         logger.log_eval(step, "val", metrics)
         progress.message(f"step {step}: " + " | ".join(f"val {k} {v:.4f}" for k, v in metrics.items()
                                                       if isinstance(v, (int, float))))
@@ -376,22 +403,3 @@ class Trainer:
         self.counters.evals_without_improvement += 1
         patience = self.config.training.early_stopping_patience
         return patience is not None and self.counters.evals_without_improvement >= patience
-
-    # ---- signals -------------------------------------------------------------------------------
-    def install_signal_handlers(self) -> dict:
-        """SIGINT/SIGTERM ask the loop to save `last` at the next step boundary and stop."""
-        def request_stop(signum, frame):
-            self.stop_signal = signum
-
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, request_stop)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return previous
-
-    @staticmethod
-    def restore_signal_handlers(previous: dict) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -16,7 +16,6 @@ and scales exactly as the uninterrupted one did.
 """
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from model_foundry.config.schema import TransferSection
 from model_foundry.errors import UserError
 from model_foundry.models.base import INIT_STD
 from model_foundry.models.hf_conversion import is_hf_directory, read_checkpoint_config
-from model_foundry.training.schedules import Unfreezing, freezes_whole_backbone
+from model_foundry.training.unfreezing import Unfreezing, freezes_whole_backbone, unfreeze_step
 
 HEAD = "head"
 BACKBONE = "backbone"
@@ -107,13 +106,13 @@ def part_and_depth(name: str, num_blocks: int) -> tuple[str, int | None]:
 class TransferPlan:
     """Which parameters are frozen until when, and each parameter's LR group and scale.
 
-    Unfreezing follows the one rule in `schedules.Unfreezing`, the nanoGPT-compatible API's too.
+    Unfreezing follows the one rule in `unfreezing.Unfreezing`, the nanoGPT-compatible API's too.
     """
 
     def __init__(self, settings: TransferSection, model: nn.Module, steps_per_epoch: float):
         self.settings, self.model = settings, model
         self.num_blocks = len(model.backbone.blocks)
-        self.unfreezing = Unfreezing(self.resolve_unfreeze_step(steps_per_epoch), settings.unfreeze_lr_multiplier)
+        self.unfreezing = Unfreezing(unfreeze_step(settings, steps_per_epoch), settings.unfreeze_lr_multiplier)
         self.frozen_at_start = self.initially_frozen()
 
     @property
@@ -135,27 +134,6 @@ class TransferPlan:
             if part == BACKBONE and (whole or depth in blocks or (depth == -1 and s.freeze_embeddings)):
                 frozen.append(param)
         return frozen
-
-    def resolve_unfreeze_step(self, steps_per_epoch: float) -> int | None:
-        s = self.settings
-        if s.unfreeze_at_iteration is not None:
-            return s.unfreeze_at_iteration
-        if s.freeze_epochs is not None:
-            return max(1, math.ceil(s.freeze_epochs * steps_per_epoch))
-        return None
-
-    def ignored_keys(self, total_steps: int) -> list[str]:
-        """The unfreezing keys that have no effect in a run of `total_steps`, one message each."""
-        s, step = self.settings, self.unfreeze_step
-        if step is None:
-            unused = s.unfreeze_lr_multiplier != TransferSection.model_fields["unfreeze_lr_multiplier"].default
-            return ["transfer.unfreeze_lr_multiplier has no effect: nothing unfreezes (set "
-                    "transfer.unfreeze_at_iteration or transfer.freeze_epochs)."] if unused else []
-        if step < total_steps:
-            return []
-        key = "unfreeze_at_iteration" if s.unfreeze_at_iteration is not None else "freeze_epochs"
-        return [f"transfer.{key} unfreezes at step {step}, but the run ends at step {total_steps}: the frozen "
-                "weights stay frozen for the whole run."]
 
     def group_of(self, name: str) -> tuple[str | None, float, str]:
         """(group label, LR scale, part) for a parameter. Plain runs keep one unlabelled group."""
