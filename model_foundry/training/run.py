@@ -2,8 +2,10 @@
 
 config -> run directory -> tokenizer -> task (model, data) -> trainer -> results.json and plots.
 
-Under torchrun every worker runs this too: rank 0 prepares the run directory, the tokenizer and the
-token cache before the others read them, and alone writes what the run leaves behind.
+Every rule about what goes with what (`tasks.check_compatibility`) runs before the run directory
+is touched, so a refused config leaves nothing behind. Under torchrun every worker runs this too:
+rank 0 prepares the run directory, the tokenizer and the token cache before the others read them,
+and alone writes what the run leaves behind.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from model_foundry.config.experiments import locate_checkpoint, run_directory
 from model_foundry.config.loading import save_yaml
 from model_foundry.errors import UserError
 from model_foundry.models.lora import apply_lora
-from model_foundry.tasks import build_task, check_choices
+from model_foundry.tasks import build_task, check_compatibility
 from model_foundry.tasks.registry import architecture_of
 from model_foundry.tokenizer import FoundryTokenizer, HFTokenizer, load_any_tokenizer, train_tokenizer
 from model_foundry.training import checkpoints as ckpt
@@ -50,9 +52,9 @@ def run_training(config_or_path: str | Path | dict | FoundryConfig,
     if mode is not None:
         override_map = add_override(override_map, "experiment.kind", mode)
     loaded = load_config(config_or_path, override_map)
-    check_choices(loaded.config)
-    run_dir = run_directory(loaded.config, out)
     config = resolved_config(loaded.config)
+    check_compatibility(config)
+    run_dir = run_directory(config, out)
     with process_group(config.training.device, clean_exits=(TrainingInterrupted,)) as workers:
         return train_in(run_dir, config, loaded.path, workers), run_dir
 
@@ -105,7 +107,7 @@ def build_trainer(config: FoundryConfig, run_dir: Path, workers: Workers = Worke
                                         lambda: load_any_tokenizer(run_dir / "tokenizer"))
     task = build_task(config, tokenizer)
     splits = workers.rank_zero_first(lambda: task.build_datasets(cache_directory(config)))
-    model = task.build_model()
+    model = task.build_model(splits)
     start_from = checkpoint_to_start_from(config, run_dir)
     for message in ignored_start_keys(config):
         warn(message)
