@@ -21,7 +21,7 @@ REFUSED = {
     "loss_weights_with_shared_design": ("hybrid", {"model": {"hybrid_design": "shared"},
                                                    "task": {"loss_weights": [0.2, 0.8]}}, "set task.causal_ratio"),
     "rtd_on_a_causal_gpt": ("gpt", {"task": {"type": "replaced_token_detection"}},
-                            "model.architecture 'gpt' is causal here"),
+                            "task.type replaced_token_detection needs a bidirectional discriminator"),
     "rtd_on_lstm": ("lstm", {"task": {"type": "replaced_token_detection"}}, "model.architecture is 'lstm'"),
     "bad_model_setting": ("gpt", {"model": {"n_head": 3}}, "must be divisible by model.n_head"),
     "too_many_layers_removed": ("bert", {"experiment": {"kind": "finetuning"},

@@ -61,12 +61,7 @@ class ReplacedTokenDetectionTask(LanguageModelingTask):
                             f"bert (or gpt with model.attention_type: bidirectional), or choose that architecture's "
                             f"own objective ({architecture.default_task}).")
         _, settings = super().settings_for(config, tokenizer)
-        if settings.attention_type != "bidirectional":
-            raise UserError(f"task.type replaced_token_detection judges every token in its whole context, but "
-                            f"model.architecture {name!r} is causal here (model.attention_type "
-                            f"{settings.attention_type!r}); use model.architecture: bert, or set "
-                            "model.attention_type: bidirectional.")
-        task = config.task
+        task = config.task  # ElectraConfig refuses a causal discriminator
         values = {**asdict(settings), "generator_size": task.generator_size, "rtd_weight": task.rtd_weight}
         return Electra, ElectraConfig(**values)
 
