@@ -20,7 +20,7 @@ from model_foundry.inference.generation import generate
 from model_foundry.inference.loading import load_tokenizer
 from model_foundry.models import BaseLanguageModel, HybridLM, TaskHeadConfig, TaskModel, create_model
 from model_foundry.models.hybrid import DESIGNS
-from model_foundry.tasks import build_task
+from model_foundry.tasks import build_task, check_compatibility
 from model_foundry.tasks.hybrid import HybridCollator, HybridTask
 from model_foundry.training.transfer import load_backbone_weights
 from tests.conftest import tiny_config
@@ -149,8 +149,13 @@ def test_config_values_are_checked():
         tiny(loss_weights=[1.0, -1.0])
 
 
+def test_config_loss_weights_are_checked_before_the_run_starts():
+    config = load_config({"model": {"architecture": "hybrid"}, "task": {"loss_weights": [1.0]}}).config
+    with pytest.raises(UserError, match=r"task\.loss_weights in a config\) is \[1\.0\]; it must be two non-negative"):
+        check_compatibility(config)
+
+
 @pytest.mark.parametrize("values, message", [
-    ({"task": {"loss_weights": [1.0]}}, "task.loss_weights = .1.0.: loss_weights must be two non-negative numbers"),
     ({"task": {"causal_ratio": 1.5}}, "task.causal_ratio = 1.5"),
     ({"model": {"architecture": "hybrid", "hybrid_design": "both"}}, "'two_stack' or 'shared'")])
 def test_config_keys_are_validated(values, message):

@@ -200,12 +200,12 @@ def test_unknown_label_names_the_source_and_the_training_labels():
 # ----- encoding texts -----------------------------------------------------------------------
 def test_encode_sequence_pair_types_and_truncation(tokenizers):
     tok = tokenizers["char"]
-    encoded = encode_sequence(tok, "the", "café", max_length=32)
+    encoded, _ = encode_sequence(tok, "the", "café", max_length=32)
     assert encoded["input_ids"] == [tok.cls_id, *tok.encode("the"), tok.sep_id, *tok.encode("café"), tok.sep_id]
     assert encoded["token_type_ids"] == [0] * 5 + [1] * 5
-    single = encode_sequence(tok, "zebras", None, max_length=5)
+    single, _ = encode_sequence(tok, "zebras", None, max_length=5)
     assert single["input_ids"] == [tok.cls_id, *tok.encode("zeb"), tok.sep_id] and single["token_type_ids"] == [0] * 5
-    cut = encode_sequence(tok, "naïve words", "a", max_length=8)
+    cut, _ = encode_sequence(tok, "naïve words", "a", max_length=8)
     assert cut["input_ids"] == [tok.cls_id, *tok.encode("naïv"), tok.sep_id, *tok.encode("a"), tok.sep_id]
     assert cut["token_type_ids"] == [0] * 6 + [1] * 2
 
@@ -226,7 +226,7 @@ def word_pieces(tok: FoundryTokenizer, ids: list[int], starts: list[int]) -> lis
 @pytest.mark.parametrize("kind", TOKENIZER_TYPES)
 def test_encode_words_points_at_each_words_first_token(tokenizers, kind):
     tok = tokenizers[kind]
-    ids, starts = encode_words(tok, WORDS, max_length=64)
+    ids, starts, _ = encode_words(tok, WORDS, max_length=64)
     assert ids[0] == tok.cls_id and ids[-1] == tok.sep_id and len(starts) == len(WORDS)
     assert starts == sorted(starts) and len(set(starts)) == len(WORDS) and starts[0] >= 1
     assert word_pieces(tok, ids, starts) == WORDS
@@ -235,20 +235,20 @@ def test_encode_words_points_at_each_words_first_token(tokenizers, kind):
 
 def test_char_word_starts_skip_the_space_tokens(tokenizers):
     tok = tokenizers["char"]
-    ids, starts = encode_words(tok, ["ab", "c", "zz"], max_length=20)
+    ids, starts, _ = encode_words(tok, ["ab", "c", "zz"], max_length=20)
     assert starts == [1, 4, 6] and ids[3] == tok.token_to_id(" ")
 
 
 def test_unigram_lone_marker_is_not_a_word_start(tokenizers):
     tok = tokenizers["unigram"]
-    ids, starts = encode_words(tok, ["zzq", "the"], max_length=20)  # unseen letters force a lone "▁"
+    ids, starts, _ = encode_words(tok, ["zzq", "the"], max_length=20)  # unseen letters force a lone "▁"
     assert tok.id_to_token(ids[1]) == "▁" and starts[0] == 2
 
 
 def test_bpe_non_ascii_words_split_inside_characters(tokenizers):
     tok = tokenizers["bpe"]
     words = ["東京", "é", "the", "naïveté"]
-    ids, starts = encode_words(tok, words, max_length=64)
+    ids, starts, _ = encode_words(tok, words, max_length=64)
     assert word_pieces(tok, ids, starts) == words
     assert starts[1] - starts[0] > 2  # unseen characters become several byte tokens, only the first a start
     assert tok.id_to_token(ids[starts[1] - 1]) == "Ġ"  # its space stands alone and belongs to no word
@@ -258,9 +258,9 @@ def test_bpe_non_ascii_words_split_inside_characters(tokenizers):
 @pytest.mark.parametrize("kind", TOKENIZER_TYPES)
 def test_encode_words_truncation_marks_cut_words(tokenizers, kind):
     tok = tokenizers[kind]
-    full_ids, full_starts = encode_words(tok, WORDS, max_length=64)
+    full_ids, full_starts, _ = encode_words(tok, WORDS, max_length=64)
     max_length = full_starts[3] + 2  # cls ... the first token of word 3, then sep
-    ids, starts = encode_words(tok, WORDS, max_length=max_length)
+    ids, starts, _ = encode_words(tok, WORDS, max_length=max_length)
     assert len(ids) == max_length and ids[-1] == tok.sep_id and ids[:-1] == full_ids[:max_length - 1]
     assert starts == full_starts[:4] + [-1, -1]
     with pytest.raises(UserError, match="max_length 2 leaves no room"):

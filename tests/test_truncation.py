@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import model_foundry
-from model_foundry.data.labelled import (encode_sequence, encode_words, length_limit, truncation_warning,
-                                         words_within)
+from model_foundry.data.labelled import (Truncations, encode_sequence, encode_words, length_limit,
+                                         report_truncations, words_within)
 from model_foundry.inference.predict import predict_run
 from model_foundry.tokenizer import train_tokenizer
 from tests.conftest import tiny_config
@@ -25,28 +25,29 @@ def char_tokenizer():
 def test_one_warning_per_split_counts_cut_examples_and_words(char_tokenizer, capsys):
     # max_length 10 leaves 8 characters: "ab cd" fits, "abc def ghi" loses "ghi", "abcdefgh x" loses "x".
     sentences = [["ab", "cd"], ["abc", "def", "ghi"], ["abcdefgh", "x"]]
-    with truncation_warning("data.train.path", 10, "model.block_size") as tally:
-        for words in sentences:
-            encode_words(char_tokenizer, words, 10)
+    each = [encode_words(char_tokenizer, words, 10)[2] for words in sentences]
+    assert each == [Truncations(1, 0, 0), Truncations(1, 1, 1), Truncations(1, 1, 1)]
+    tally = sum(each, Truncations())
     assert (tally.examples, tally.cut, tally.words) == (3, 2, 2)
+    report_truncations(tally, "data.train.path", 10, "model.block_size")
     assert capsys.readouterr().err == ("warning: 2 of 3 example(s) in data.train.path were cut to 10 tokens (the "
                                        "limit model.block_size sets); 2 word(s) past the cut get no label in the "
                                        "loss and the metrics.\n")
 
 
-def test_no_warning_when_nothing_is_cut_or_no_split_is_counted(char_tokenizer, capsys):
-    with truncation_warning("data.val.path", 10, "model.block_size") as tally:
-        encode_words(char_tokenizer, ["ab", "cd"], 10)
-        encode_sequence(char_tokenizer, "abcdefgh", None, 10)  # cls + 8 + sep: exactly full, not cut
-    encode_words(char_tokenizer, ["abc", "def", "ghi"], 10)  # outside any split: nobody to tell
+def test_no_warning_when_nothing_is_cut(char_tokenizer, capsys):
+    tally = (encode_words(char_tokenizer, ["ab", "cd"], 10)[2]
+             + encode_sequence(char_tokenizer, "abcdefgh", None, 10)[1])  # cls + 8 + sep: exactly full, not cut
+    report_truncations(tally, "data.val.path", 10, "model.block_size")
     assert (tally.examples, tally.cut) == (2, 0) and capsys.readouterr().err == ""
 
 
 def test_sequence_examples_cut_are_counted_without_words(char_tokenizer, capsys):
-    with truncation_warning("data.test.path", 10, "tokenizer.max_length"):
-        encode_sequence(char_tokenizer, "abcdefgh", None, 10)
-        encode_sequence(char_tokenizer, "abcdefghi", None, 10)
-        encode_sequence(char_tokenizer, "abc", "defgh", 10)  # cls abc sep defgh sep: 11 tokens, cut
+    encoded = [encode_sequence(char_tokenizer, "abcdefgh", None, 10),
+               encode_sequence(char_tokenizer, "abcdefghi", None, 10),
+               encode_sequence(char_tokenizer, "abc", "defgh", 10)]  # cls abc sep defgh sep: 11 tokens, cut
+    assert [len(item["input_ids"]) for item, _ in encoded] == [10, 10, 10]
+    report_truncations(sum((cut for _, cut in encoded), Truncations()), "data.test.path", 10, "tokenizer.max_length")
     err = capsys.readouterr().err
     assert err == "warning: 2 of 3 example(s) in data.test.path were cut to 10 tokens (the limit " \
                   "tokenizer.max_length sets).\n"

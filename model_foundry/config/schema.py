@@ -200,14 +200,6 @@ class TaskSection(Section):
     # predictions come back in the original scale). Needed with `sigmoid` for targets outside [0, 1].
     normalize_targets: bool = True
 
-    @field_validator("loss_weights")
-    @classmethod
-    def two_loss_weights(cls, weights: list[float] | None) -> list[float] | None:
-        if weights is not None and (len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0):
-            raise ValueError("loss_weights must be two non-negative numbers [mlm, clm], not both 0 "
-                             "(for example [0.5, 0.5])")
-        return weights
-
 
 
 class TransferSection(Section):

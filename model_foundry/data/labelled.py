@@ -4,16 +4,15 @@ Sequence tasks (classification, multi-label, scoring) read one example per row o
 JSONL file; token classification reads one sentence of words and tags per example (CoNLL-U,
 CoNLL or JSONL). Labels stay strings here: `LabelSet`, built from the training split, turns them
 into class ids. Every example remembers its "path:line", so a bad label is reported where it is.
-Encoding cuts an example to the model's length limit; `truncation_warning` counts those cuts
-over a split and says so in one line, since a cut example silently trains on part of its text.
+Encoding cuts an example to the model's length limit and returns what it cut (`Truncations`);
+the caller adds those up over a split and `report_truncations` says so in one line, since a cut
+example silently trains on part of its text.
 """
 from __future__ import annotations
 
 import csv
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,19 +238,22 @@ def is_integer(label: str) -> bool:
 
 # ----- truncation ---------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class Truncations:
-    """What the encoding of one split cut: examples encoded, examples cut, and (tagging) words
-    whose first sub-token fell past the cut, which then count in neither the loss nor the metrics."""
+    """What encoding cut, for one example or added up over a split: examples encoded, examples cut,
+    and (tagging) words whose first sub-token fell past the cut, which then count in neither the
+    loss nor the metrics."""
 
     examples: int = 0
     cut: int = 0
     words: int = 0
 
+    @classmethod
+    def of_one(cls, cut: bool, words: int = 0) -> Truncations:
+        return cls(examples=1, cut=int(cut), words=words)
 
-# The tally `truncation_warning` opens; the encoders add to it, so the tasks that call them
-# per example need not pass a counter through.
-ACTIVE_TALLY: ContextVar[Truncations | None] = ContextVar("active_truncation_tally", default=None)
+    def __add__(self, other: Truncations) -> Truncations:
+        return Truncations(self.examples + other.examples, self.cut + other.cut, self.words + other.words)
 
 
 def length_limit(tokenizer_max_length: int | None, block_size: int) -> tuple[int, str]:
@@ -262,16 +264,8 @@ def length_limit(tokenizer_max_length: int | None, block_size: int) -> tuple[int
     return block_size, "model.block_size"
 
 
-@contextmanager
-def truncation_warning(split: str, max_length: int, limit_key: str) -> Iterator[Truncations]:
-    """Count what `encode_sequence` and `encode_words` cut inside the block (one split, e.g.
-    "data.train.path"), then print one warning line to stderr if they cut anything."""
-    tally = Truncations()
-    token = ACTIVE_TALLY.set(tally)
-    try:
-        yield tally
-    finally:
-        ACTIVE_TALLY.reset(token)
+def report_truncations(tally: Truncations, split: str, max_length: int, limit_key: str) -> None:
+    """One warning line on stderr when encoding a split (e.g. "data.train.path") cut anything."""
     if tally.cut:
         print(truncation_message(tally, split, max_length, limit_key), file=sys.stderr)
 
@@ -283,39 +277,36 @@ def truncation_message(tally: Truncations, split: str, max_length: int, limit_ke
             f"(the limit {limit_key} sets){words}.")
 
 
-def note_encoded(cut: bool, words_cut: int = 0) -> None:
-    """Add one encoded example to the open tally, if any."""
-    tally = ACTIVE_TALLY.get()
-    if tally is not None:
-        tally.examples += 1
-        tally.cut += cut
-        tally.words += words_cut
-
-
 # ----- encoding -----------------------------------------------------------------------------
 
-def encode_sequence(tokenizer: FoundryTokenizer, text: str, pair: str | None, max_length: int) -> dict[str, list[int]]:
+def encode_sequence(tokenizer: FoundryTokenizer, text: str, pair: str | None,
+                    max_length: int) -> tuple[dict[str, list[int]], Truncations]:
     """`cls text sep [pair sep]` cut to `max_length` (longer text first), with BERT's segment
-    ids: 0 up to and including the first sep, 1 for the pair after it."""
-    input_ids = tokenizer.encode_for_model(text, pair, max_length)
-    # Only an encoding that fills max_length can have been cut; one more token of room tells.
-    note_encoded(len(input_ids) >= max_length
-                 and len(tokenizer.encode_for_model(text, pair, max_length + 1)) > max_length)
+    ids: 0 up to and including the first sep, 1 for the pair after it; and whether it was cut.
+
+    The whole text is encoded once; only one that does not fit is encoded again, by the
+    tokenizer's own truncation (which keeps its template's special tokens).
+    """
+    input_ids = tokenizer.encode_for_model(text, pair)
+    cut = len(input_ids) > max_length
+    if cut:
+        input_ids = tokenizer.encode_for_model(text, pair, max_length)
     first_segment = input_ids.index(tokenizer.sep_id) + 1
     token_type_ids = [0] * first_segment + [1] * (len(input_ids) - first_segment)
-    return {"input_ids": input_ids, "token_type_ids": token_type_ids}
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids}, Truncations.of_one(cut)
 
 
-def encode_words(tokenizer: FoundryTokenizer, words: list[str], max_length: int) -> tuple[list[int], list[int]]:
-    """`cls + sub-tokens of the words joined by spaces + sep`, at most `max_length` ids, and the
+def encode_words(tokenizer: FoundryTokenizer, words: list[str],
+                 max_length: int) -> tuple[list[int], list[int], Truncations]:
+    """`cls + sub-tokens of the words joined by spaces + sep`, at most `max_length` ids; the
     position of each word's first sub-token (-1 for a word truncation cut off, or one the
-    tokenizer produced no token for).
+    tokenizer produced no token for); and what the cut took.
     """
     budget = word_budget(max_length)
     ids, starts = word_token_starts(tokenizer, words)
-    note_encoded(len(ids) > budget, sum(start >= budget for start in starts))
+    truncations = Truncations.of_one(len(ids) > budget, sum(start >= budget for start in starts))
     positions = [start + 1 if 0 <= start < budget else -1 for start in starts]
-    return [tokenizer.cls_id, *ids[:budget], tokenizer.sep_id], positions
+    return [tokenizer.cls_id, *ids[:budget], tokenizer.sep_id], positions, truncations
 
 
 def words_within(tokenizer: FoundryTokenizer, words: list[str], max_length: int) -> int:

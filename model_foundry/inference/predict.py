@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from model_foundry.data import SequenceExample, TokenExample, guess_format
-from model_foundry.data.labelled import length_limit, truncation_warning, words_within
+from model_foundry.data.labelled import Truncations, length_limit, report_truncations, words_within
 from model_foundry.errors import UserError
 from model_foundry.inference.loading import rebuild_run
 from model_foundry.tasks.finetuning import FinetuningTask
@@ -42,24 +42,26 @@ def predict_run(run: str | Path, input_path: str | Path | None = None, text: str
     model.to(device)
     source = "--text" if text is not None else f"--input {input_path}"
     max_length, limit_key = length_limit(config.tokenizer.max_length, task.backbone_config.block_size)
-    with torch.no_grad(), truncation_warning(source, max_length, limit_key):
-        predictions = predict_examples(task, model, examples, batch_size, device, threshold)
+    with torch.no_grad():
+        predictions, truncations = predict_examples(task, model, examples, batch_size, device, threshold)
+    report_truncations(truncations, source, max_length, limit_key)
     return [{**input_fields(task, example), **prediction} for example, prediction in zip(examples, predictions)]
 
 
 def predict_examples(task: FinetuningTask, model: nn.Module, examples: list, batch_size: int, device: torch.device,
-                     threshold: float) -> list[dict]:
-    """The task's predictions, in order; sentences to tag go in pieces that fit the model, since
-    a word past the model's limit would otherwise get no tag."""
+                     threshold: float) -> tuple[list[dict], Truncations]:
+    """The task's predictions, in order, and what fitting them to the model cut; sentences to tag
+    go in pieces that fit the model, since a word past the model's limit would otherwise get no tag."""
     if task.name != "token_classification":
         return task.predict(model, examples, batch_size, device, threshold=threshold)
     windows = [window for example in examples for window in word_windows(task, example)]
-    tags = [tag for row in task.predict(model, windows, batch_size, device) for tag in row["tags"]]
+    tagged, truncations = task.predict(model, windows, batch_size, device)
+    tags = [tag for row in tagged for tag in row["tags"]]
     rows, start = [], 0  # the windows split each sentence in order, so the tags follow the words
     for example in examples:
         rows.append({"tokens": example.words, "tags": tags[start:start + len(example.words)]})
         start += len(example.words)
-    return rows
+    return rows, truncations
 
 
 def word_windows(task: FinetuningTask, example: TokenExample) -> list[TokenExample]:

@@ -55,9 +55,9 @@ class ElectraConfig(BertConfig):
         if self.rtd_weight <= 0.0:
             raise UserError(f"task.rtd_weight is {self.rtd_weight}; it must be positive (ELECTRA uses 50).")
         if self.attention_type != "bidirectional":
-            raise UserError(f"model.attention_type is {self.attention_type!r}, but replaced token detection needs a "
-                            "bidirectional discriminator (each position is judged in its whole context); set "
-                            "model.attention_type: bidirectional.")
+            raise UserError(f"model.attention_type is {self.attention_type!r}, but task.type replaced_token_detection "
+                            "needs a bidirectional discriminator (each position is judged in its whole context); use "
+                            "model.architecture: bert, or set model.attention_type: bidirectional.")
 
     def generator_config(self) -> TransformerConfig:
         """The generator's transformer: same depth and layout, `generator_size` of the width.

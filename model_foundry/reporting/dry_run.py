@@ -26,7 +26,7 @@ from model_foundry.config import load_config
 from model_foundry.config.experiments import find_run
 from model_foundry.errors import UserError
 from model_foundry.inference.loading import Run, checkpoint_of, rebuild_run
-from model_foundry.tasks import check_choices
+from model_foundry.tasks import check_compatibility
 from model_foundry.tasks.base import move_to
 from model_foundry.training.precision import autocast as autocast_for
 from model_foundry.training.run import build_trainer, cache_directory, resolved_config, seed_everything
@@ -206,9 +206,8 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 def inspect_config(path: Path) -> Inspection:
     """The model `foundry train path` would start from, seeded and initialised the same way."""
-    loaded = load_config(path).config
-    check_choices(loaded)
-    config = resolved_config(loaded)
+    config = resolved_config(load_config(path).config)
+    check_compatibility(config)  # the same rules, in the same pass, as `foundry train`
     seed_everything(config.experiment.seed)
     # A scratch run directory: a tokenizer trained for the occasion is saved there and thrown away.
     with tempfile.TemporaryDirectory() as scratch:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from model_foundry.config.schema import FoundryConfig
+from model_foundry.data.labelled import LabelSet
 from model_foundry.models.heads.loss_modifiers import LossModifierPipeline, create_loss_modifier_pipeline
 
 # Metrics where larger is better; every other metric is minimised when choosing the best checkpoint.
@@ -43,23 +44,37 @@ class DatasetSplits:
     train: Dataset
     val: Dataset | None = None
     test: Dataset | None = None
+    # What a finetuning task learned from the training split and sizes its head to: the classes
+    # (classification, tagging), or the [min, max] its scores were normalised from (scoring).
+    labels: LabelSet | None = None
+    target_range: list[float] | None = None
 
 
 class Task(ABC):
     name: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
     default_best_metric: ClassVar[str] = "loss"
-    # The kind of output the loss modifiers see, which decides those that apply (None: none apply).
-    loss_modifier_mode: ClassVar[str | None] = None
+    # The kind of output the loss modifiers see ("language_model", "sequence_scorer" or
+    # "token_classifier"), which decides those that apply (None: none apply).
+    loss_output_kind: ClassVar[str | None] = None
 
     def __init__(self, config: FoundryConfig, tokenizer):
         self.config = config
         self.tokenizer = tokenizer
         self._loss_modifiers: LossModifierPipeline | None = None
 
+    @classmethod
+    def check_config(cls, config: FoundryConfig) -> None:
+        """Refuse a config this task cannot train (its architecture, its settings) with a UserError.
+
+        `tasks.check_compatibility` calls it before anything is written; rules that need the
+        tokenizer or the data (a mask token, the label set) are checked once those exist.
+        """
+
     @abstractmethod
-    def build_model(self) -> nn.Module:
-        """A fresh model for this task (weights from a checkpoint are loaded by the caller)."""
+    def build_model(self, splits: DatasetSplits) -> nn.Module:
+        """A fresh model for this task, its head sized to what `build_datasets` learned from the
+        training split (weights from a checkpoint are loaded by the caller)."""
 
     @abstractmethod
     def build_datasets(self, cache_dir: Path) -> DatasetSplits:
@@ -101,13 +116,13 @@ class Task(ABC):
         pipeline = create_loss_modifier_pipeline(self.config.loss_modifiers.pipeline_settings())
         if not pipeline:
             return pipeline
-        if self.loss_modifier_mode is None:
+        if self.loss_output_kind is None:
             print(f"Loss modifiers do not apply to task {self.name!r}; training with its own loss.", file=sys.stderr)
             return LossModifierPipeline([])
-        kept = pipeline.for_mode(self.loss_modifier_mode)
+        kept = pipeline.for_mode(self.loss_output_kind)
         dropped = set(pipeline.get_enabled_modifier_names()) - set(kept.get_enabled_modifier_names())
         print(f"Loss modifiers: {', '.join(kept.get_enabled_modifier_names()) or 'none'}"
-              + (f" (not for {self.loss_modifier_mode}: {', '.join(sorted(dropped))})" if dropped else "") + ".",
+              + (f" (not for {self.loss_output_kind}: {', '.join(sorted(dropped))})" if dropped else "") + ".",
               file=sys.stderr)
         return kept
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import sys
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,9 +22,10 @@ from torch.utils.data import Dataset
 from model_foundry.config.choices import default_pooler
 from model_foundry.config.experiments import locate_checkpoint
 from model_foundry.data import LabelledCollator, LabelSet, guess_format, resolve_paths
-from model_foundry.data.labelled import length_limit, truncation_warning
+from model_foundry.data.labelled import Truncations, length_limit, report_truncations
 from model_foundry.errors import UserError
 from model_foundry.models import read_checkpoint_config
+from model_foundry.models.heads import make_criterion
 from model_foundry.models.registry import create_config
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
 from model_foundry.tasks.base import DatasetSplits, Task
@@ -47,8 +48,12 @@ class EncodedExamples(Dataset):
         return self.items[index]
 
 
-def backbone_settings(config, tokenizer) -> tuple[str, Any]:
-    """(architecture, config) of the backbone: the init checkpoint's, with explicit `model.*` keys on top."""
+def backbone_settings(config, tokenizer=None) -> tuple[str, Any]:
+    """(architecture, config) of the backbone: the init checkpoint's, with explicit `model.*` keys on top.
+
+    Sized to `tokenizer`; without one (checking a config before a tokenizer exists), the
+    vocabulary is the checkpoint's or the architecture's default.
+    """
     model_cfg, transfer = config.model, config.transfer
     values = model_cfg.architecture_values()
     preset = model_cfg.preset
@@ -62,17 +67,32 @@ def backbone_settings(config, tokenizer) -> tuple[str, Any]:
         architecture, values, preset = meta["architecture"], {**meta["config"], **values}, None
     else:
         architecture = model_cfg.architecture
-        values = {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_id, **values}
+        if tokenizer is not None:
+            values = {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_id, **values}
     cls, settings = create_config(architecture, preset, **values)
     if transfer.remove_n_layers:
         if transfer.remove_n_layers >= settings.n_layer:
             raise UserError(f"transfer.remove_n_layers is {transfer.remove_n_layers}, but the backbone has only "
                             f"{settings.n_layer} blocks; at least one must remain.")
         settings.n_layer -= transfer.remove_n_layers
-    if settings.vocab_size < tokenizer.vocab_size:
+    if tokenizer is not None and settings.vocab_size < tokenizer.vocab_size:
         raise UserError(f"The tokenizer has {tokenizer.vocab_size} tokens but the backbone only {settings.vocab_size} "
                         "embeddings; finetune with the tokenizer of the run the backbone comes from.")
     return cls.architecture_name, settings
+
+
+def criterion_settings(config, criterion: str) -> dict[str, Any]:
+    """The `TaskHeadConfig` fields that make its criterion, from the task section."""
+    task = config.task
+    return {"criterion": criterion, "label_smoothing": task.label_smoothing, "class_weights": task.class_weights,
+            "bitempered_t1": task.bitempered_t1, "bitempered_t2": task.bitempered_t2}
+
+
+def build_criterion(settings: dict[str, Any]) -> nn.Module:
+    """The criterion `criterion_settings` describe; it refuses an option its criterion would ignore."""
+    return make_criterion(settings["criterion"], label_smoothing=settings["label_smoothing"],
+                          class_weights=settings["class_weights"], t1=settings["bitempered_t1"],
+                          t2=settings["bitempered_t2"])
 
 
 def seeded_subset(examples: list, size: int | None, seed: int) -> list:
@@ -105,6 +125,22 @@ class FinetuningTask(Task):
         self.label_set: LabelSet | None = None
         self.target_range: list[float] | None = None
 
+    @classmethod
+    def check_config(cls, config) -> None:
+        """The backbone (its architecture against the init checkpoint's, the layers removed) and the
+        criterion's options; the label set and the vocabulary are checked once data and tokenizer exist."""
+        backbone_settings(config)
+        build_criterion(criterion_settings(config, cls.criterion_for(config)))
+
+    @classmethod
+    def criterion_for(cls, config) -> str:
+        """`task.criterion`, else this task's default for the config."""
+        return config.task.criterion or cls.default_criterion_for(config)
+
+    @classmethod
+    def default_criterion_for(cls, config) -> str:
+        return cls.default_criterion
+
     # ---- what each task defines ----------------------------------------------------------------------
     @abstractmethod
     def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list:
@@ -115,12 +151,13 @@ class FinetuningTask(Task):
         """Learn the label set (or target range) from the training examples."""
 
     @abstractmethod
-    def encode(self, example, split_key: str | None) -> dict:
-        """Model inputs of one example; its label too when `split_key` names the split it comes from."""
+    def encode(self, example, split_key: str | None) -> tuple[dict, Truncations]:
+        """Model inputs of one example (its label too when `split_key` names the split it comes
+        from), and what fitting it to `max_length` cut."""
 
     @abstractmethod
-    def head_config(self) -> TaskHeadConfig:
-        """The head this task puts on the backbone."""
+    def head_config(self, labels: LabelSet | None, target_range: list[float] | None) -> TaskHeadConfig:
+        """The head this task puts on the backbone, sized to the labels (or scoring range) of the training split."""
 
     @abstractmethod
     def metrics(self, outputs: list[torch.Tensor], batches: list[dict]) -> dict:
@@ -143,8 +180,8 @@ class FinetuningTask(Task):
         """`task.pooler`, else the default for the backbone (`config.choices.default_pooler`)."""
         return self.config.task.pooler or default_pooler(self.backbone_config.attention_type)
 
-    def build_model(self) -> nn.Module:
-        return TaskModel(self.architecture, self.backbone_config, self.head_config())
+    def build_model(self, splits: DatasetSplits) -> nn.Module:
+        return TaskModel(self.architecture, self.backbone_config, self.head_config(splits.labels, splits.target_range))
 
     def use_trained_model(self, model: TaskModel) -> None:
         """Adopt the labels (or scoring range) a trained model was saved with, for eval and predict."""
@@ -178,20 +215,29 @@ class FinetuningTask(Task):
             train, val = held_out_split(train, data.val_fraction, seed)
         train = seeded_subset(train, data.max_train_samples, seed)
         splits = {"train": train, "val": val, "test": self.examples_of("test")}
-        limit, limit_key = length_limit(self.config.tokenizer.max_length, self.backbone_config.block_size)
-        encoded = {}
-        for name, examples in splits.items():
-            with truncation_warning(SPLIT_KEYS[name], limit, limit_key):
-                encoded[name] = EncodedExamples([self.encode(e, SPLIT_KEYS[name]) for e in examples]) if examples else None
+        encoded = {name: self.encode_split(examples, SPLIT_KEYS[name]) if examples else None
+                   for name, examples in splits.items()}
         print(f"Finetuning data: " + ", ".join(f"{name} {len(ds)}" for name, ds in encoded.items() if ds)
               + " examples.", file=sys.stderr)
-        return DatasetSplits(encoded["train"], encoded["val"], encoded["test"])
+        return DatasetSplits(encoded["train"], encoded["val"], encoded["test"], labels=self.label_set,
+                             target_range=self.target_range)
+
+    def encode_split(self, examples: list, split_key: str) -> EncodedExamples:
+        """The examples of one split encoded, with one warning line if any was cut."""
+        items, truncations = [], Truncations()
+        for example in examples:
+            item, cut = self.encode(example, split_key)
+            items.append(item)
+            truncations += cut
+        report_truncations(truncations, split_key, *length_limit(self.config.tokenizer.max_length,
+                                                                 self.backbone_config.block_size))
+        return EncodedExamples(items)
 
     def collator(self):
         return LabelledCollator(pad_id=self.tokenizer.pad_id, pad_to_multiple_of=self.config.task.pad_to_multiple_of)
 
     def criterion(self) -> str:
-        return self.config.task.criterion or self.default_criterion
+        return self.criterion_for(self.config)
 
     def evaluation_totals(self, model: nn.Module, batches: Iterable[dict],
                           autocast: AbstractContextManager) -> dict:
@@ -221,13 +267,31 @@ class FinetuningTask(Task):
         return labels.shape[0]
 
     @abstractmethod
-    def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device) -> list[dict]:
-        """Prediction fields (label and probabilities, score, or tags) for each example, in order."""
+    def predict(self, model: TaskModel, examples: list, batch_size: int,
+                device: torch.device) -> tuple[list[dict], Truncations]:
+        """Prediction fields (label and probabilities, score, or tags) for each example, in order,
+        and what fitting the examples to `max_length` cut."""
 
-    def batches_of(self, examples: list, batch_size: int, device: torch.device):
-        """(examples, model-ready batch) pairs for prediction, in order."""
-        collate = self.collator()
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start:start + batch_size]
-            batch = collate([self.encode(e, None) for e in chunk])
-            yield chunk, {k: v.to(device) for k, v in batch.items() if k != "word_starts"}, batch
+    def batches_of(self, examples: list, batch_size: int, device: torch.device) -> PredictionBatches:
+        return PredictionBatches(self, examples, batch_size, device)
+
+
+class PredictionBatches:
+    """(examples, model-ready batch, collated batch) for prediction, in order; `truncations` adds up
+    what encoding the examples cut, so far."""
+
+    def __init__(self, task: FinetuningTask, examples: list, batch_size: int, device: torch.device):
+        self.task, self.examples, self.batch_size, self.device = task, examples, batch_size, device
+        self.truncations = Truncations()
+
+    def __iter__(self) -> Iterator[tuple[list, dict, dict]]:
+        collate = self.task.collator()
+        for start in range(0, len(self.examples), self.batch_size):
+            chunk = self.examples[start:start + self.batch_size]
+            items = []
+            for example in chunk:
+                item, cut = self.task.encode(example, None)
+                items.append(item)
+                self.truncations += cut
+            batch = collate(items)
+            yield chunk, {k: v.to(self.device) for k, v in batch.items() if k != "word_starts"}, batch

@@ -63,30 +63,32 @@ class HybridCollator:
         return "clm" if float(torch.rand((), generator=generator)) < self.causal_ratio else "mlm"
 
 
+def objective_weights(task, design: str) -> list[float]:
+    """[mlm, clm] weights: task.loss_weights for two_stack (`HybridConfig` checks them), the draw
+    probabilities for shared, which refuses task.loss_weights."""
+    if design == "two_stack":
+        return list(task.loss_weights or DEFAULT_LOSS_WEIGHTS)
+    if task.loss_weights is not None:
+        raise UserError(f"task.loss_weights is {task.loss_weights}, but model.hybrid_design 'shared' trains one "
+                        "objective per batch, so the objectives are weighed by how often each is drawn: set "
+                        "task.causal_ratio (the share of causal batches) instead, and remove task.loss_weights.")
+    return [1.0 - task.causal_ratio, task.causal_ratio]
+
+
 @register_task("hybrid")
 class HybridTask(LanguageModelingTask):
     causal = True  # causal LM windows; the collator derives the masked copy from their inputs
     metric_names = ("loss", "perplexity", "bits_per_token", "mlm_accuracy", "mlm_loss", "clm_loss")
 
-    def model_settings(self):
+    @classmethod
+    def settings_for(cls, config, tokenizer=None):
         """The hybrid's settings, with the loss weights the design trains with."""
-        cls, settings = super().model_settings()
-        if not issubclass(cls, HybridLM):
+        architecture, settings = super().settings_for(config, tokenizer)
+        if not issubclass(architecture, HybridLM):
             raise UserError(f"task.type hybrid trains the hybrid architecture, but model.architecture is "
-                            f"{self.config.model.architecture!r}; set model.architecture: hybrid, or choose that "
-                            f"architecture's own objective ({cls.default_task}).")
-        return cls, replace(settings, loss_weights=self.objective_weights(settings.hybrid_design))
-
-    def objective_weights(self, design: str) -> list[float]:
-        """[mlm, clm] weights: task.loss_weights for two_stack, the draw probabilities for shared."""
-        task = self.config.task
-        if design == "two_stack":
-            return list(task.loss_weights or DEFAULT_LOSS_WEIGHTS)
-        if task.loss_weights is not None:
-            raise UserError(f"task.loss_weights is {task.loss_weights}, but model.hybrid_design 'shared' trains one "
-                            "objective per batch, so the objectives are weighed by how often each is drawn: set "
-                            "task.causal_ratio (the share of causal batches) instead, and remove task.loss_weights.")
-        return [1.0 - task.causal_ratio, task.causal_ratio]
+                            f"{config.model.architecture!r}; set model.architecture: hybrid, or choose that "
+                            f"architecture's own objective ({architecture.default_task}).")
+        return architecture, replace(settings, loss_weights=objective_weights(config.task, settings.hybrid_design))
 
     def collator(self) -> HybridCollator:
         tok = self.tokenizer

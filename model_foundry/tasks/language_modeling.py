@@ -29,33 +29,45 @@ class LanguageModelingTask(Task):
     """What causal and masked LM share: data preparation, model creation, loss-based metrics."""
 
     causal: bool
-    loss_modifier_mode = "language_model"
+    loss_output_kind = "language_model"
 
-    def model_settings(self):
-        """(architecture class, config) from the model section, sized to the tokenizer."""
-        model_cfg = self.config.model
-        cls = get_architecture(model_cfg.architecture)
-        if cls.only_default_task and self.name != cls.default_task:
+    @classmethod
+    def check_config(cls, config) -> None:
+        cls.settings_for(config)
+
+    @classmethod
+    def settings_for(cls, config, tokenizer=None):
+        """(architecture class, config) from the model section, refusing an architecture or settings
+        this task cannot train. Sized to `tokenizer`; without one (checking a config before a
+        tokenizer exists) to the architecture's default vocabulary."""
+        model_cfg = config.model
+        architecture = get_architecture(model_cfg.architecture)
+        if architecture.only_default_task and cls.name != architecture.default_task:
             raise UserError(f"model.architecture {model_cfg.architecture!r} trains only with task.type "
-                            f"{cls.default_task}, not task.type {self.name}; for another objective use "
+                            f"{architecture.default_task}, not task.type {cls.name}; for another objective use "
                             "model.architecture: bert.")
-        if self.name in ("causal_lm", "masked_lm") and cls.default_task not in ("causal_lm", "masked_lm"):
-            raise UserError(f"task.type {self.name} trains a single-stack language model, but model.architecture "
+        if cls.name in ("causal_lm", "masked_lm") and architecture.default_task not in ("causal_lm", "masked_lm"):
+            raise UserError(f"task.type {cls.name} trains a single-stack language model, but model.architecture "
                             f"{model_cfg.architecture!r} is not one; leave task.type unset to train its own objective "
-                            f"({cls.default_task}), or choose gpt, bert, lstm, gru or rnn.")
-        cls, settings = create_config(model_cfg.architecture, model_cfg.preset, vocab_size=self.tokenizer.vocab_size,
-                                      pad_token_id=self.tokenizer.pad_id, **model_cfg.architecture_values())
-        if self.name == "causal_lm" and sees_both_directions(settings):
+                            f"({architecture.default_task}), or choose gpt, bert, lstm, gru or rnn.")
+        sized = {} if tokenizer is None else {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_id}
+        architecture, settings = create_config(model_cfg.architecture, model_cfg.preset, **sized,
+                                               **model_cfg.architecture_values())
+        if cls.name == "causal_lm" and sees_both_directions(settings):
             raise UserError(f"task.type causal_lm cannot train this {model_cfg.architecture} model: it sees both "
                             f"directions ({bidirectional_key(settings)}), so every position would see the token it "
                             "predicts and the loss would fall to nothing without learning. Use task.type: masked_lm, "
                             "or make the model causal (model.attention_type: causal for transformers, "
                             "model.bidirectional: false for recurrent models).")
-        return cls, settings
+        return architecture, settings
 
-    def build_model(self) -> nn.Module:
-        cls, settings = self.model_settings()
-        return cls(settings)
+    def model_settings(self):
+        """(architecture class, config) of the model this run trains, sized to its tokenizer."""
+        return self.settings_for(self.config, self.tokenizer)
+
+    def build_model(self, splits: DatasetSplits) -> nn.Module:
+        architecture, settings = self.model_settings()
+        return architecture(settings)
 
     def build_datasets(self, cache_dir: Path) -> DatasetSplits:
         data = self.config.data

@@ -1,5 +1,6 @@
 """The task registry (`task.type` names one of these) and the decisions that depend on it: which
-architecture a run trains and which objective it trains by default."""
+architecture a run trains, which objective it trains by default, and whether the config's
+task, architecture and settings go together (`check_compatibility`, before anything is written)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -37,6 +38,15 @@ def check_choices(config) -> None:
         get_task(config.task.type)
 
 
+def check_compatibility(config) -> None:
+    """Every rule about what goes with what, in one pass before a run writes anything: the
+    architecture and the task are registered ones, and the task can train this architecture with
+    these settings (the rules each task states in its own `check_config`). Give it the resolved
+    config (`training.run.resolved_config`), whose architecture is the one the run trains."""
+    check_choices(config)
+    task_class(config).check_config(config)
+
+
 def architecture_of(config) -> str:
     """The architecture a run trains: the one recorded in `transfer.init_from_checkpoint` when the
     config does not name one, else `model.architecture`. Every caller asks here."""
@@ -47,9 +57,13 @@ def architecture_of(config) -> str:
 
 
 def build_task(config, tokenizer):
-    """The task a config asks for; without `task.type`, the architecture's natural objective."""
-    name = config.task.type or default_task(config)
-    return get_task(name)(config, tokenizer)
+    """The task a config asks for, with the run's tokenizer."""
+    return task_class(config)(config, tokenizer)
+
+
+def task_class(config) -> type:
+    """The class of the task a config asks for; without `task.type`, the architecture's natural objective."""
+    return get_task(config.task.type or default_task(config))
 
 
 def default_task(config) -> str:
@@ -74,5 +88,5 @@ def bidirectional_key(settings) -> str:
     return "model.attention_type: bidirectional"
 
 
-__all__ = ["TASKS", "architecture_of", "bidirectional_key", "build_task", "check_choices", "default_task", "get_task",
-           "register_task", "sees_both_directions"]
+__all__ = ["TASKS", "architecture_of", "bidirectional_key", "build_task", "check_choices", "check_compatibility",
+           "default_task", "get_task", "register_task", "sees_both_directions", "task_class"]

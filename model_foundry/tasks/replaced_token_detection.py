@@ -47,25 +47,21 @@ def eval_sampling_seed(batch: dict) -> int:
 @register_task("replaced_token_detection")
 class ReplacedTokenDetectionTask(LanguageModelingTask):
     causal = False  # masked LM's windows: [CLS] then text
-    loss_modifier_mode = None  # the modifiers reweigh token cross-entropies; this loss is not one
+    loss_output_kind = None  # the modifiers reweigh token cross-entropies; this loss is not one
     metric_names = ("loss", "mlm_loss", "mlm_accuracy", "rtd_loss", "rtd_accuracy", "replaced_share")
 
-    def model_settings(self) -> tuple[type[Electra], ElectraConfig]:
+    @classmethod
+    def settings_for(cls, config, tokenizer=None) -> tuple[type[Electra], ElectraConfig]:
         """ELECTRA built from the configured bidirectional transformer's settings and the task's keys."""
-        architecture = self.config.model.architecture
-        cls = get_architecture(architecture)
-        if cls.architecture_name not in DISCRIMINATOR_ARCHITECTURES:
+        name = config.model.architecture
+        architecture = get_architecture(name)
+        if architecture.architecture_name not in DISCRIMINATOR_ARCHITECTURES:
             raise UserError(f"task.type replaced_token_detection trains a bidirectional transformer as the "
-                            f"discriminator, but model.architecture is {architecture!r}; set model.architecture: "
+                            f"discriminator, but model.architecture is {name!r}; set model.architecture: "
                             f"bert (or gpt with model.attention_type: bidirectional), or choose that architecture's "
-                            f"own objective ({cls.default_task}).")
-        cls, settings = super().model_settings()
-        if settings.attention_type != "bidirectional":
-            raise UserError(f"task.type replaced_token_detection judges every token in its whole context, but "
-                            f"model.architecture {architecture!r} is causal here (model.attention_type "
-                            f"{settings.attention_type!r}); use model.architecture: bert, or set "
-                            "model.attention_type: bidirectional.")
-        task = self.config.task
+                            f"own objective ({architecture.default_task}).")
+        _, settings = super().settings_for(config, tokenizer)
+        task = config.task  # ElectraConfig refuses a causal discriminator
         values = {**asdict(settings), "generator_size": task.generator_size, "rtd_weight": task.rtd_weight}
         return Electra, ElectraConfig(**values)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from model_foundry.data import SequenceExample, encode_sequence, load_tensor_file, read_sequence_examples
-from model_foundry.data.labelled import LabelSet, note_encoded
+from model_foundry.data.labelled import LabelSet, Truncations
 from model_foundry.errors import UserError
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
-from model_foundry.tasks.finetuning import FinetuningTask
+from model_foundry.tasks.finetuning import FinetuningTask, criterion_settings
 from model_foundry.tasks.metrics import classification_metrics, multilabel_metrics, scoring_metrics
 from model_foundry.tasks.registry import register_task
 
@@ -50,7 +50,7 @@ def format_number(value: float) -> str:
 class SequenceTask(FinetuningTask):
     """Reading and encoding texts (and pairs); the label handling is each subclass's."""
 
-    loss_modifier_mode = "sequence_scorer"
+    loss_output_kind = "sequence_scorer"
 
     def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list:
         if fmt == "pt":
@@ -59,17 +59,17 @@ class SequenceTask(FinetuningTask):
         return read_sequence_examples(path, fmt, text_column=data.text_column, pair_column=data.text_pair_column,
                                       label_column=data.label_column, require_labels=require_labels)
 
-    def encode(self, example: SequenceExample | TokenizedExample, split_key: str | None) -> dict:
+    def encode(self, example: SequenceExample | TokenizedExample, split_key: str | None) -> tuple[dict, Truncations]:
         if isinstance(example, TokenizedExample):
             item = {"input_ids": example.input_ids[:self.max_length]}
-            note_encoded(cut=len(example.input_ids) > self.max_length)
+            truncations = Truncations.of_one(len(example.input_ids) > self.max_length)
         else:
-            item = encode_sequence(self.tokenizer, example.text, example.pair, self.max_length)
+            item, truncations = encode_sequence(self.tokenizer, example.text, example.pair, self.max_length)
         if not self.uses_token_types:
             item.pop("token_type_ids", None)
         if split_key is not None:
             item["labels"] = self.encode_label(example, split_key)
-        return item
+        return item, truncations
 
     @abstractmethod
     def encode_label(self, example: SequenceExample, split_key: str):
@@ -78,9 +78,7 @@ class SequenceTask(FinetuningTask):
     def head_settings(self) -> dict:
         task = self.config.task
         return {"pooler": self.pooler(), "head": task.head, "head_dropout": task.head_dropout,
-                "criterion": self.criterion(), "label_smoothing": task.label_smoothing,
-                "class_weights": task.class_weights, "bitempered_t1": task.bitempered_t1,
-                "bitempered_t2": task.bitempered_t2}
+                **criterion_settings(self.config, self.criterion())}
 
 
 @register_task("sequence_classification")
@@ -92,9 +90,9 @@ class SequenceClassificationTask(SequenceTask):
     def multi_label(self) -> bool:
         return self.config.task.multi_label
 
-    @property
-    def default_criterion(self) -> str:
-        return "bce" if self.multi_label else "cross_entropy"
+    @classmethod
+    def default_criterion_for(cls, config) -> str:
+        return "bce" if config.task.multi_label else "cross_entropy"
 
     def labels_of(self, example: SequenceExample) -> list[str]:
         if isinstance(example.label, list):
@@ -123,9 +121,9 @@ class SequenceClassificationTask(SequenceTask):
             vector[i] = 1.0
         return vector
 
-    def head_config(self) -> TaskHeadConfig:
-        return TaskHeadConfig(task="sequence_classification", num_outputs=len(self.label_set),
-                              labels=self.label_set.labels, multi_label=self.multi_label, **self.head_settings())
+    def head_config(self, labels: LabelSet | None, target_range: list[float] | None) -> TaskHeadConfig:
+        return TaskHeadConfig(task="sequence_classification", num_outputs=len(labels), labels=labels.labels,
+                              multi_label=self.multi_label, **self.head_settings())
 
     def metrics(self, outputs: list[torch.Tensor], batches: list[dict]) -> dict:
         logits = torch.cat(outputs)
@@ -136,10 +134,10 @@ class SequenceClassificationTask(SequenceTask):
         return classification_metrics(logits.argmax(-1).tolist(), targets.tolist(), labels)
 
     def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device,
-                threshold: float = 0.5) -> list[dict]:
+                threshold: float = 0.5) -> tuple[list[dict], Truncations]:
         labels = self.label_set.labels
-        rows = []
-        for _, batch, _ in self.batches_of(examples, batch_size, device):
+        rows, batches = [], self.batches_of(examples, batch_size, device)
+        for _, batch, _ in batches:
             logits = model(**batch).logits.float()
             probabilities = torch.sigmoid(logits) if self.multi_label else logits.softmax(-1)
             for row in probabilities.tolist():
@@ -149,7 +147,7 @@ class SequenceClassificationTask(SequenceTask):
                                  "probabilities": named})
                 else:
                     rows.append({"label": max(named, key=named.get), "probabilities": named})
-        return rows
+        return rows, batches.truncations
 
 
 @register_task("sequence_scoring")
@@ -192,9 +190,9 @@ class SequenceScoringTask(SequenceTask):
         low, high = self.target_range
         return (target - low) / (high - low)
 
-    def head_config(self) -> TaskHeadConfig:
+    def head_config(self, labels: LabelSet | None, target_range: list[float] | None) -> TaskHeadConfig:
         return TaskHeadConfig(task="sequence_scoring", num_outputs=1, score_activation=self.config.task.score_activation,
-                              target_range=self.target_range, **self.head_settings())
+                              target_range=target_range, **self.head_settings())
 
     def original_scale(self, values: torch.Tensor) -> torch.Tensor:
         if self.target_range is None:
@@ -208,9 +206,9 @@ class SequenceScoringTask(SequenceTask):
         return scoring_metrics(predictions.tolist(), targets.tolist())
 
     def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device,
-                threshold: float = 0.5) -> list[dict]:
-        rows = []
-        for _, batch, _ in self.batches_of(examples, batch_size, device):
+                threshold: float = 0.5) -> tuple[list[dict], Truncations]:
+        rows, batches = [], self.batches_of(examples, batch_size, device)
+        for _, batch, _ in batches:
             scores = self.original_scale(model(**batch).logits.float())
             rows.extend({"score": round(float(s), 6)} for s in scores)
-        return rows
+        return rows, batches.truncations

@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 from model_foundry.data import TokenExample, encode_words, read_token_examples
-from model_foundry.data.labelled import LabelSet
+from model_foundry.data.labelled import LabelSet, Truncations
 from model_foundry.errors import UserError
-from model_foundry.models.heads.loss_modifiers import LossModifierPipeline
 from model_foundry.models.task_model import TaskHeadConfig, TaskModel
-from model_foundry.tasks.finetuning import FinetuningTask
+from model_foundry.tasks.finetuning import FinetuningTask, build_criterion, criterion_settings
 from model_foundry.tasks.metrics import token_metrics
 from model_foundry.tasks.registry import register_task
 
@@ -29,7 +28,7 @@ class TokenClassificationTask(FinetuningTask):
     metric_names = ("loss", "token_accuracy", "f1_macro", "entity_f1")
     default_best_metric = "token_accuracy"
     default_columns = {"text_column": "tokens", "label_column": "upos"}
-    loss_modifier_mode = "token_classifier"
+    loss_output_kind = "token_classifier"
 
     def training_loss(self, model: TaskModel, batch: dict) -> torch.Tensor:
         """The criterion's loss; loss modifiers reweigh the criterion's own per-word losses, so class
@@ -40,18 +39,20 @@ class TokenClassificationTask(FinetuningTask):
         losses, weights = self.criterion_module.to(logits.device).token_losses(logits, batch["labels"])
         return self.loss_modifiers(logits, batch["labels"], losses, weights)
 
-    def configured_loss_modifiers(self) -> LossModifierPipeline:
-        pipeline = super().configured_loss_modifiers()
-        if pipeline and self.criterion() != "cross_entropy" and "target_smoothing" in pipeline.get_enabled_modifier_names():
+    @classmethod
+    def check_config(cls, config) -> None:
+        super().check_config(config)
+        criterion = cls.criterion_for(config)
+        modifiers = config.loss_modifiers
+        if modifiers.enabled and modifiers.target_smoothing_enabled and criterion != "cross_entropy":
             raise UserError(f"loss_modifiers.target_smoothing_enabled smooths a cross-entropy, but task.criterion is "
-                            f"{self.criterion()!r}; use task.label_smoothing for its own smoothing, or set "
+                            f"{criterion!r}; use task.label_smoothing for its own smoothing, or set "
                             "task.criterion: cross_entropy.")
-        return pipeline
 
     @cached_property
     def criterion_module(self) -> nn.Module:
         """The model's criterion, built from the same settings (its per-word losses feed the modifiers)."""
-        return self.head_config().make_criterion()
+        return build_criterion(criterion_settings(self.config, self.criterion()))
 
     def read_examples(self, path: Path, fmt: str, require_labels: bool) -> list[TokenExample]:
         data = self.config.data
@@ -61,24 +62,22 @@ class TokenClassificationTask(FinetuningTask):
     def fit_labels(self, examples: list[TokenExample]) -> None:
         self.label_set = LabelSet.from_values(tag for e in examples for tag in e.tags)
 
-    def encode(self, example: TokenExample, split_key: str | None) -> dict:
+    def encode(self, example: TokenExample, split_key: str | None) -> tuple[dict, Truncations]:
         """Training and eval items carry per-token labels; prediction items carry where words start."""
-        input_ids, word_starts = encode_words(self.tokenizer, example.words, self.max_length)
+        input_ids, word_starts, truncations = encode_words(self.tokenizer, example.words, self.max_length)
         if split_key is None:
-            return {"input_ids": input_ids, "word_starts": word_starts}
+            return {"input_ids": input_ids, "word_starts": word_starts}, truncations
         labels = [IGNORE_INDEX] * len(input_ids)
         for tag, position in zip(example.tags, word_starts):
             if position >= 0:  # words cut off by max_length (or with no token) are not scored
                 labels[position] = self.label_set.index(tag, example.source, split_key)
-        return {"input_ids": input_ids, "labels": labels}
+        return {"input_ids": input_ids, "labels": labels}, truncations
 
-    def head_config(self) -> TaskHeadConfig:
+    def head_config(self, labels: LabelSet | None, target_range: list[float] | None) -> TaskHeadConfig:
         task = self.config.task
-        return TaskHeadConfig(task="token_classification", num_outputs=len(self.label_set),
-                              labels=self.label_set.labels, head=task.head, head_dropout=task.head_dropout,
-                              criterion=self.criterion(), label_smoothing=task.label_smoothing,
-                              class_weights=task.class_weights, bitempered_t1=task.bitempered_t1,
-                              bitempered_t2=task.bitempered_t2)
+        return TaskHeadConfig(task="token_classification", num_outputs=len(labels), labels=labels.labels,
+                              head=task.head, head_dropout=task.head_dropout,
+                              **criterion_settings(self.config, self.criterion()))
 
     def metrics(self, outputs: list[torch.Tensor], batches: list[dict]) -> dict:
         names = self.label_set.labels
@@ -92,13 +91,13 @@ class TokenClassificationTask(FinetuningTask):
         return token_metrics(predicted, gold)
 
     def predict(self, model: TaskModel, examples: list, batch_size: int, device: torch.device,
-                threshold: float = 0.5) -> list[dict]:
+                threshold: float = 0.5) -> tuple[list[dict], Truncations]:
         """`tokens` and `tags` per example (`predict_run` splits long inputs so that every word fits)."""
         names = self.label_set.labels
-        rows = []
-        for chunk, batch, collated in self.batches_of(examples, batch_size, device):
+        rows, batches = [], self.batches_of(examples, batch_size, device)
+        for chunk, batch, collated in batches:
             best = model(**batch).logits.argmax(-1).cpu()
             for example, row, starts in zip(chunk, best, collated["word_starts"]):
                 tags = [names[int(row[p])] if p >= 0 else None for p in starts.tolist()[:len(example.words)]]
                 rows.append({"tokens": example.words, "tags": tags})
-        return rows
+        return rows, batches.truncations

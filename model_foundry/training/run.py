@@ -2,14 +2,18 @@
 
 config -> run directory -> tokenizer -> task (model, data) -> trainer -> results.json and plots.
 
-Under torchrun every worker runs this too: rank 0 prepares the run directory, the tokenizer and the
+Every rule about what goes with what (`tasks.check_compatibility`) runs before the run directory
+is touched, so a refused config leaves nothing behind. Under torchrun every worker runs this too:
+rank 0 locks the run directory (`run_lock`) for the whole run, prepares it, the tokenizer and the
 token cache before the others read them, and alone writes what the run leaves behind.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from model_foundry.config.experiments import locate_checkpoint, run_directory
 from model_foundry.config.loading import save_yaml
 from model_foundry.errors import UserError
 from model_foundry.models.lora import apply_lora
-from model_foundry.tasks import build_task, check_choices
+from model_foundry.tasks import build_task, check_compatibility
 from model_foundry.tasks.registry import architecture_of
 from model_foundry.tokenizer import FoundryTokenizer, HFTokenizer, load_any_tokenizer, train_tokenizer
 from model_foundry.training import checkpoints as ckpt
@@ -31,6 +35,7 @@ from model_foundry.training.ignored_keys import ignored_start_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.plots import plot_runs
 from model_foundry.training.results import write_results, write_run_info
+from model_foundry.training.run_lock import RunDirectoryLock, lock_run_directory
 from model_foundry.training.step_state import TrainingInterrupted
 from model_foundry.training.trainer import Trainer
 from model_foundry.training.transfer import load_backbone_weights, reinit_last_layers
@@ -50,15 +55,24 @@ def run_training(config_or_path: str | Path | dict | FoundryConfig,
     if kind is not None:
         override_map = add_override(override_map, "experiment.kind", kind)
     loaded = load_config(config_or_path, override_map)
-    check_choices(loaded.config)
-    run_dir = run_directory(loaded.config, out)
     config = resolved_config(loaded.config)
+    check_compatibility(config)
+    run_dir = run_directory(config, out)
     with process_group(config.training.device, clean_exits=(TrainingInterrupted,)) as workers:
         return train_in(run_dir, config, loaded.path, workers), run_dir
 
 
 def train_in(run_dir: Path, config: FoundryConfig, config_path: Path | None, workers: Workers) -> dict:
-    """Train `config` in `run_dir` with these workers (one process: `Workers()`); returns the results."""
+    """Train `config` in `run_dir` with these workers (one process: `Workers()`); returns the results.
+
+    Rank 0 holds the run directory's lock until the run ends, so a second writer is refused.
+    """
+    with workers.rank_zero_first(lambda: lock_run(run_dir), contextlib.nullcontext):
+        return train_locked(run_dir, config, config_path, workers)
+
+
+def train_locked(run_dir: Path, config: FoundryConfig, config_path: Path | None, workers: Workers) -> dict:
+    """`train_in`, once rank 0 holds the run directory."""
     run_info = workers.rank_zero_first(lambda: start_run_directory(run_dir, config, config_path), lambda: None)
     seed_everything(config.experiment.seed)
     trainer = build_trainer(config, run_dir, workers)
@@ -80,10 +94,29 @@ def train_in(run_dir: Path, config: FoundryConfig, config_path: Path | None, wor
     return results
 
 
+@contextlib.contextmanager
+def run_directory_errors(run_dir: Path) -> Iterator[None]:
+    """Report a file system that refuses the run directory (read-only, full, not permitted) as the
+    user's problem it is, in one paragraph, rather than as a traceback."""
+    try:
+        yield
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(run_dir) else ""
+        raise UserError(f"Cannot write the run directory {run_dir}: {error.strerror or error}{where}. Choose a "
+                        "writable place with --out or experiment.output_dir, or make room there.") from None
+
+
+def lock_run(run_dir: Path) -> RunDirectoryLock:
+    """Create and lock the run directory for this process (see `run_lock`)."""
+    with run_directory_errors(run_dir):
+        return lock_run_directory(run_dir)
+
+
 def start_run_directory(run_dir: Path, config: FoundryConfig, config_path: Path | None) -> dict:
     """Prepare the run directory and write the run.json of a starting run; returns its content."""
-    prepare_run_directory(run_dir, config, config_path)
-    return write_run_info(run_dir, config, started=True)
+    with run_directory_errors(run_dir):
+        prepare_run_directory(run_dir, config, config_path)
+        return write_run_info(run_dir, config, started=True)
 
 
 def open_logger(config: FoundryConfig, run_dir: Path, writer: bool) -> MetricsLogger:
@@ -105,7 +138,7 @@ def build_trainer(config: FoundryConfig, run_dir: Path, workers: Workers = Worke
                                         lambda: load_any_tokenizer(run_dir / "tokenizer"))
     task = build_task(config, tokenizer)
     splits = workers.rank_zero_first(lambda: task.build_datasets(cache_directory(config)))
-    model = task.build_model()
+    model = task.build_model(splits)
     start_from = checkpoint_to_start_from(config, run_dir)
     for message in ignored_start_keys(config):
         warn(message)
