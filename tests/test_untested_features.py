@@ -47,8 +47,6 @@ def test_a_pair_reaches_the_model_as_a_second_segment(make_config, tmp_path):
         assert tokenizer.decode(ids[first:-1], skip_special_tokens=True).replace(" ", "") in {"goodfun", "badfilm"}
 
 
-@pytest.mark.xfail(strict=True, reason="train_new_tokenizer reads data.text_column only: a pair's own "
-                   "characters become [UNK] (model_foundry/training/run.py)")
 def test_a_new_tokenizer_learns_the_pairs_characters_too(make_config, tmp_path):
     config = pair_config(make_config, tmp_path, "answer")
     data = tmp_path / "pairs.tsv"

@@ -287,7 +287,9 @@ def train_new_tokenizer(config: FoundryConfig) -> FoundryTokenizer:
     if fmt == "text":
         return train_tokenizer(tok.type, tok.vocab_size, files=paths, min_frequency=tok.min_frequency,
                                lowercase=tok.lowercase)
-    texts = (text for path in paths for text in iter_texts(path, fmt, data.text_column))
+    # A sentence pair's second text is input too: its characters and words must not become [UNK].
+    columns = [data.text_column, *([data.text_pair_column] if data.text_pair_column else [])]
+    texts = (text for path in paths for column in columns for text in iter_texts(path, fmt, column))
     return train_tokenizer(tok.type, tok.vocab_size, texts=texts, min_frequency=tok.min_frequency,
                            lowercase=tok.lowercase)
 
