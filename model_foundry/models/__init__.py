@@ -2,7 +2,7 @@
 task heads and poolers, the registry and factory.
 
 Importing this package imports every module in it, so each architecture registers itself: adding
-one is one new file here with `@register_architecture("name")` on its class (see README,
+one is one new file here with `@register_architecture("name")` on its class (see docs/models.md,
 "Adding an architecture"). `create_model("gpt", ...)` and `BaseLanguageModel.from_pretrained(dir)`
 then work right away.
 """

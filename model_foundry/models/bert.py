@@ -4,7 +4,7 @@ Post-LN blocks, exact GELU, segment (token type) embeddings, a LayerNorm on the 
 BERT's MLM head: a dense transform, then a decoder tied to the token embedding with its own output
 bias. One departure from BERT by default: rotary positions. With learned absolute positions a small
 masked LM must first learn from the position table where its neighbours are, and at small budgets it
-sits on the unigram plateau for thousands of steps (README, "Defaults that learn at small budgets");
+sits on the unigram plateau for thousands of steps (docs/measurements.md, "Defaults that learn at small budgets");
 rotary attention knows relative offsets from the first step. `positional: learned` gives BERT's
 exact layout back (needed to export to `transformers`' BertForMaskedLM).
 """

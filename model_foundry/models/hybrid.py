@@ -49,7 +49,7 @@ class HybridConfig(TransformerConfig):
 
     `attention_type` describes `backbone`, the stack that finetuning uses, so it is always
     bidirectional; the causal stack is causal by construction. Positions are rotary: with learned
-    ones the bidirectional stack learns masked LM far more slowly at small budgets (README,
+    ones the bidirectional stack learns masked LM far more slowly at small budgets (docs/measurements.md,
     "Defaults that learn at small budgets"). The other defaults are GPT-2's (pre-LN, tanh GELU, no
     segment embeddings).
     """
