@@ -1,6 +1,6 @@
 """Model Foundry: train tokenizers, pretrain small language models, transfer and fine-tune them.
 
-`train` and `load_model` are the Python entry points; they import torch lazily so that
+`train`, `load_model` and `embed` are the Python entry points; they import torch lazily so that
 `import model_foundry` stays fast for the CLI's help and config commands.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from model_foundry.config import FoundryConfig
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_model", "load_model", "register_architecture", "train"]
+__all__ = ["__version__", "create_model", "embed", "load_model", "register_architecture", "train"]
 
 
 def train(config_or_path: str | Path | dict | FoundryConfig, overrides: dict[str, Any] | list[str] | None = None,
@@ -40,6 +40,17 @@ def load_model(run, checkpoint: str = "best"):
     from model_foundry.inference.loading import load_model as load
 
     return load(run, checkpoint=checkpoint)
+
+
+def embed(run, texts, pooler: str | None = None, checkpoint: str = "best", batch_size: int = 64):
+    """Sentence vectors of `texts` under a run: a float32 numpy array (len(texts), hidden).
+
+    `pooler` is mean, cls or last; None takes the run's natural one (a finetuned classifier's own
+    pooler, mean for models that read both ways, the last token for causal ones).
+    """
+    from model_foundry.inference.embedding import embed as embed_run
+
+    return embed_run(run, texts, pooler=pooler, checkpoint=checkpoint, batch_size=batch_size)
 
 
 def __getattr__(name: str):

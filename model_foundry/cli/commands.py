@@ -126,6 +126,10 @@ def train_in_processes(path: Path, args: Namespace) -> int:
 
 
 def evaluate(args: Namespace) -> None:
+    if args.minimal_pairs and args.similarity:
+        raise UserError("--minimal-pairs and --similarity are two evaluations; run `foundry eval` once for each.")
+    if args.similarity:
+        return evaluate_similarity(args)
     if args.minimal_pairs:
         return evaluate_minimal_pairs(args)
     from model_foundry.inference.evaluate import evaluate_run
@@ -144,9 +148,35 @@ def evaluate_minimal_pairs(args: Namespace) -> None:
     for name, accuracy in report["files"].items():
         print(f"{name:<{width}}  {accuracy:.3f}")
     print(f"{'overall':<{width}}  {report['overall']:.3f}  ({report['pairs']} pairs)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_report(report, args.json)
+
+
+def evaluate_similarity(args: Namespace) -> None:
+    """Pearson and Spearman of the pairs' cosines against the gold scores; `--json` writes the report."""
+    from model_foundry.inference.similarity import similarity_report
+
+    report = similarity_report(args.run, args.similarity, sentence1=args.sentence1_column,
+                               sentence2=args.sentence2_column, score=args.score_column, pooler=args.pooler,
+                               checkpoint=args.checkpoint, batch_size=args.batch_size)
+    print(f"pearson   {report['pearson']:.3f}")
+    print(f"spearman  {report['spearman']:.3f}  ({report['pairs']} pairs)")
+    write_report(report, args.json)
+
+
+def write_report(report: dict, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def embed(args: Namespace) -> None:
+    from model_foundry.inference.embedding import embed as embed_run
+    from model_foundry.inference.embedding import read_texts, write_vectors
+
+    texts = read_texts(args.input, args.column)
+    vectors = embed_run(args.run, texts, pooler=args.pooler, checkpoint=args.checkpoint, batch_size=args.batch_size)
+    write_vectors(vectors, args.output)
+    print(f"Wrote {vectors.shape[0]} vectors of size {vectors.shape[1]} to {args.output}")
 
 
 def predict(args: Namespace) -> None:

@@ -107,18 +107,44 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--root", type=Path, default=Path("experiments"), help="experiments root for names")
     sweep.set_defaults(handler=commands.sweep)
 
-    evaluate = sub.add_parser("eval", help="evaluate a trained run on a split, or zero-shot on minimal pairs")
+    evaluate = sub.add_parser("eval", help="evaluate a trained run on a split, or zero-shot on minimal pairs or "
+                              "sentence similarity")
     evaluate.add_argument("run", help="run directory or experiment name")
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
     evaluate.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
     evaluate.add_argument("--minimal-pairs", nargs="+", metavar="PATH",
                           help="JSONL pair files or directories of them (builtin: the package's English pairs)")
-    evaluate.add_argument("--json", type=Path, metavar="FILE", help="minimal pairs: write the accuracies here")
+    evaluate.add_argument("--similarity", type=Path, metavar="FILE",
+                          help="tsv/csv/jsonl of two texts and a gold score per row: Pearson and Spearman of the "
+                               "cosine of their sentence vectors")
+    evaluate.add_argument("--json", type=Path, metavar="FILE",
+                          help="minimal pairs or similarity: write the report here")
     evaluate.add_argument("--good-field", default="sentence_good", help="minimal pairs: the grammatical sentence")
     evaluate.add_argument("--bad-field", default="sentence_bad", help="minimal pairs: the ungrammatical one")
+    evaluate.add_argument("--sentence1-column", default="sentence1",
+                          help="similarity: the first text (default sentence1)")
+    evaluate.add_argument("--sentence2-column", default="sentence2",
+                          help="similarity: the second text (default sentence2)")
+    evaluate.add_argument("--score-column", default="score", help="similarity: the gold score (default score)")
+    evaluate.add_argument("--pooler", choices=["mean", "cls", "last"],
+                          help="similarity: how a text's vector is pooled (default: the run's natural pooler)")
     evaluate.add_argument("--objective", choices=["clm", "mlm"], help="hybrid runs: which side scores (default clm)")
     evaluate.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
     evaluate.set_defaults(handler=commands.evaluate)
+
+    embed = sub.add_parser("embed", help="one sentence vector per text of a file, saved as a NumPy .npy array")
+    embed.add_argument("run", help="run directory or experiment name")
+    embed.add_argument("--input", type=Path, required=True, metavar="FILE",
+                       help="one text per line, or tsv/csv/jsonl with a text column (see --column)")
+    embed.add_argument("--output", type=Path, required=True, metavar="FILE.npy",
+                       help="the (texts, hidden) float32 array")
+    embed.add_argument("--pooler", choices=["mean", "cls", "last"],
+                       help="default: the run's natural pooler (a classifier's own; mean for models that read both "
+                            "ways; last for causal ones)")
+    embed.add_argument("--column", default="text", help="tsv/csv/jsonl input: the column of the texts (default text)")
+    embed.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    embed.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    embed.set_defaults(handler=commands.embed)
 
     score = sub.add_parser("score", help="log-likelihood of texts under a trained language model")
     score.add_argument("run", help="run directory or experiment name")
