@@ -126,8 +126,12 @@ def file_format(path: Path, flag: str, allowed: tuple[str, ...]) -> str:
     return fmt
 
 
-def table_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict, list[str]]]:
-    """("path:line", row, the columns a row may name) for each row of a tsv, csv or jsonl file."""
+def table_rows(path: Path, fmt: str, needed: dict[str, str]) -> Iterator[tuple[str, dict, list[str]]]:
+    """("path:line", row, the columns a row may name) for each row of a tsv, csv or jsonl file.
+
+    `needed` maps the columns the caller reads to the flags that name them: a csv/tsv header that
+    lacks one is refused at line 1, before any row is read.
+    """
     if fmt == "jsonl":
         yield from jsonl_rows(path)
         return
@@ -135,6 +139,9 @@ def table_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict, list[str]]]:
         reader = csv.DictReader(handle, **TABLE_DIALECTS[fmt])
         try:
             header = list(reader.fieldnames or [])
+            for column, flag in needed.items():
+                if header and column not in header:
+                    raise missing_column(f"{path}:1", header, column, flag)
             for row in reader:
                 yield f"{path}:{reader.line_num}", row, header
         except csv.Error as error:
@@ -161,9 +168,13 @@ def jsonl_rows(path: Path) -> Iterator[tuple[str, dict, list[str]]]:
 def column_value(where: str, row: dict, columns: list[str], column: str, flag: str):
     """`row[column]`, or a UserError naming the place, the flag that names the column and the columns there are."""
     if column not in columns or row.get(column) is None:
-        raise UserError(f"{where}: there is no {column!r} column ({flag} names it); the columns here are "
-                        f"{', '.join(map(repr, columns)) or 'none'}.")
+        raise missing_column(where, columns, column, flag)
     return row[column]
+
+
+def missing_column(where: str, columns: list[str], column: str, flag: str) -> UserError:
+    return UserError(f"{where}: there is no {column!r} column ({flag} names it); the columns here are "
+                     f"{', '.join(map(repr, columns)) or 'none'}.")
 
 
 def column_text(where: str, row: dict, columns: list[str], column: str, flag: str) -> str:
@@ -182,7 +193,8 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
         with open_text(path) as handle:
             texts = [line.rstrip("\r\n") for line in read_lines(handle, path)]
     else:
-        texts = [column_text(where, row, columns, column, "--column") for where, row, columns in table_rows(path, fmt)]
+        texts = [column_text(where, row, columns, column, "--column")
+                 for where, row, columns in table_rows(path, fmt, {column: "--column"})]
     if not texts:
         raise UserError(f"--input {path} is empty; give one text per line, or a tsv/csv/jsonl file with a "
                         f"{column!r} column.")

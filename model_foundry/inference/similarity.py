@@ -31,7 +31,8 @@ def read_similarity_pairs(path: str | Path, sentence1: str = "sentence1", senten
     path = Path(path)
     fmt = file_format(path, "--similarity", TABLE_FORMATS)
     pairs = SimilarityPairs([], [], [])
-    for where, row, columns in table_rows(path, fmt):
+    flags = {sentence1: "--sentence1-column", sentence2: "--sentence2-column", score: "--score-column"}
+    for where, row, columns in table_rows(path, fmt, flags):
         pairs.first.append(column_text(where, row, columns, sentence1, "--sentence1-column"))
         pairs.second.append(column_text(where, row, columns, sentence2, "--sentence2-column"))
         pairs.gold.append(gold_score(where, column_value(where, row, columns, score, "--score-column"), score))
