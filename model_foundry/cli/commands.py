@@ -171,8 +171,9 @@ def write_report(report: dict, path: Path | None) -> None:
 
 def embed(args: Namespace) -> None:
     from model_foundry.inference.embedding import embed as embed_run
-    from model_foundry.inference.embedding import read_texts, write_vectors
+    from model_foundry.inference.embedding import check_vectors_path, read_texts, write_vectors
 
+    check_vectors_path(args.output)
     texts = read_texts(args.input, args.column)
     vectors = embed_run(args.run, texts, pooler=args.pooler, checkpoint=args.checkpoint, batch_size=args.batch_size)
     write_vectors(vectors, args.output)

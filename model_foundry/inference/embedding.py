@@ -34,13 +34,18 @@ TABLE_FORMATS = ("csv", "tsv", "jsonl")
 
 def embed(run: str | Path, texts: Sequence[str], pooler: str | None = None, checkpoint: str = "best",
           batch_size: int = 64) -> np.ndarray:
-    """The (len(texts), hidden) float32 vectors of `texts` under a run (directory, experiment name or
-    checkpoint's run); `pooler` is mean, cls or last, None for the run's natural one."""
+    """The (len(texts), hidden) float32 vectors of `texts` under a run (a run directory or an
+    experiment name); `pooler` is mean, cls or last, None for the run's natural one."""
+    model, tokenizer = load_for_embedding(run, checkpoint)
+    return embed_texts(model, tokenizer, texts, pooler, batch_size)
+
+
+def load_for_embedding(run: str | Path, checkpoint: str = "best") -> tuple[nn.Module, object]:
+    """The run's model in fp32 on the best device, and its tokenizer."""
     from model_foundry.inference.loading import load_model, load_tokenizer
     from model_foundry.training.precision import resolve_device
 
-    model = load_model(run, checkpoint).float().to(resolve_device("auto"))
-    return embed_texts(model, load_tokenizer(run), texts, pooler, batch_size)
+    return load_model(run, checkpoint).float().to(resolve_device("auto")), load_tokenizer(run)
 
 
 @torch.no_grad()
@@ -57,6 +62,7 @@ def embed_texts(model: nn.Module, tokenizer, texts: Sequence[str], pooler: str |
     vectors = []
     with eval_mode(model):
         for start in range(0, len(rows), batch_size):
+            # a tokenizer without a pad token pads with id 0: the mask keeps pads out of every result
             input_ids, mask = padded_batch(rows[start:start + batch_size], tokenizer.pad_id or 0, device)
             hidden, _ = model.backbone(input_ids, mask, None, False)
             vectors.append(pool(hidden, mask).float().cpu())
@@ -69,15 +75,26 @@ def sentence_pooler(model: nn.Module, name: str | None) -> nn.Module:
     """The pooler `name` asks for, or the model's natural one (see the module docstring)."""
     if name is not None and name not in POOLER_CHOICES:
         raise UserError(f"--pooler {name!r} is not one of {', '.join(POOLER_CHOICES)}.")
-    causal = not sees_both_directions(model.config)
-    if name == "cls" and causal:
+    if name == "cls" and not sees_both_directions(model.config):
         raise UserError("--pooler cls takes the first token's vector, but this model is causal: its first token "
                         "has read only itself, so every text would get the same vector. Use --pooler last (the "
                         "token that has read the whole text, the default here) or mean.")
-    own = getattr(model, "pooler", None)
-    if name is None and isinstance(own, nn.Module):
-        return own
-    return make_pooler(name or ("last" if causal else "mean"), model.backbone.hidden_size)
+    if name is None and has_own_pooler(model):
+        return model.pooler
+    return make_pooler(pooler_name(model, name), model.backbone.hidden_size)
+
+
+def has_own_pooler(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "pooler", None), nn.Module)
+
+
+def pooler_name(model: nn.Module, name: str | None = None) -> str:
+    """The name of the pooler `sentence_pooler` uses: `name`, else the model's natural one."""
+    if name is not None:
+        return name
+    if has_own_pooler(model):
+        return model.head_config.pooler
+    return "mean" if sees_both_directions(model.config) else "last"
 
 
 def check_leading_cls(tokenizer, rows: list[list[int]]) -> None:
@@ -203,10 +220,15 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
 
 def write_vectors(vectors: np.ndarray, output: Path) -> None:
     """Save as .npy through a temporary file, so an existing file is replaced whole or not at all."""
-    if output.suffix.lower() != ".npy":
-        raise UserError(f"--output {output}: the vectors are saved as a NumPy array; give a file name ending in .npy.")
+    check_vectors_path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.tmp")
     with open(partial, "wb") as handle:
         np.save(handle, vectors)
     os.replace(partial, output)
+
+
+def check_vectors_path(output: Path) -> None:
+    """Refuse an --output that is not a .npy name before any work (numpy would add .npy itself)."""
+    if output.suffix.lower() != ".npy":
+        raise UserError(f"--output {output}: the vectors are saved as a NumPy array; give a file name ending in .npy.")

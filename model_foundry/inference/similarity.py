@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from model_foundry.errors import UserError
-from model_foundry.inference.embedding import TABLE_FORMATS, column_text, column_value, embed, file_format, table_rows
+from model_foundry.inference.embedding import (TABLE_FORMATS, column_text, column_value, embed_texts, file_format,
+                                               load_for_embedding, pooler_name, table_rows)
 
 
 @dataclass
@@ -104,10 +105,11 @@ def spearman(x, y) -> float:
 def similarity_report(run: str | Path, path: str | Path, sentence1: str = "sentence1", sentence2: str = "sentence2",
                       score: str = "score", pooler: str | None = None, checkpoint: str = "best",
                       batch_size: int = 64) -> dict:
-    """`{"pearson", "spearman", "pairs", "file", "model"}` for one similarity file."""
+    """`{"pearson", "spearman", "pairs", "file", "model", "pooler"}` for one similarity file."""
     pairs = read_similarity_pairs(path, sentence1, sentence2, score)
-    vectors = embed(run, pairs.first + pairs.second, pooler=pooler, checkpoint=checkpoint, batch_size=batch_size)
+    model, tokenizer = load_for_embedding(run, checkpoint)
+    vectors = embed_texts(model, tokenizer, pairs.first + pairs.second, pooler, batch_size)
     n = len(pairs.gold)
     cosines = cosine_similarities(vectors[:n], vectors[n:])
     return {"pearson": pearson(cosines, pairs.gold), "spearman": spearman(cosines, pairs.gold), "pairs": n,
-            "file": str(path), "model": str(run), "pooler": pooler or "natural"}
+            "file": str(path), "model": str(run), "pooler": pooler_name(model, pooler)}
