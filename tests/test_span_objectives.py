@@ -257,3 +257,21 @@ def test_an_architecture_without_a_sentence_backbone_is_refused_before_anything_
         model_foundry.train(config)
     assert "model.architecture is 'hf'" in " ".join(str(refused.value).split())
     assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.slow
+def test_a_resumed_run_cuts_the_spans_the_uninterrupted_one_cut(tmp_path):
+    corpus = topic_corpus(tmp_path / "topics.txt", units=120)
+    training = {"lr_schedule": "constant", "warmup_steps": 0, "eval_interval": 4}
+    whole = sentence_config(corpus, tmp_path, "whole", task={"type": "span_bag_of_words"},
+                            training={**training, "max_steps": 8})
+    model_foundry.train(whole)
+    halves = sentence_config(corpus, tmp_path, "halves", task={"type": "span_bag_of_words"},
+                             training={**training, "max_steps": 4})
+    model_foundry.train(halves)
+    model_foundry.train(halves, overrides={"training.max_steps": 8, "training.resume": True})
+    runs = tmp_path / "experiments" / "pretraining"
+    expected = load_file(runs / "whole" / "checkpoints" / "last" / "model.safetensors")
+    resumed = load_file(runs / "halves" / "checkpoints" / "last" / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
