@@ -275,3 +275,13 @@ def test_a_resumed_run_cuts_the_spans_the_uninterrupted_one_cut(tmp_path):
     resumed = load_file(runs / "halves" / "checkpoints" / "last" / "model.safetensors")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+
+
+def test_resizing_the_vocabulary_resizes_the_bag_of_words_decoder_and_keeps_its_rows():
+    bert = Bert(BertConfig(vocab_size=20, n_layer=1, n_head=2, n_embd=8, block_size=16))
+    model = SentenceObjectiveModel(bert, SentenceHeadConfig(objective="span_bag_of_words", pooler="mean"))
+    before = model.sentence_head.decoder.weight.detach().clone()
+    model.resize_token_embeddings(24)
+    decoder = model.sentence_head.decoder
+    assert decoder.out_features == 24 and model.get_input_embeddings().num_embeddings == 24
+    assert torch.equal(decoder.weight[:20], before) and not decoder.weight[20:].any()

@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from model_foundry.errors import UserError
-from model_foundry.models.base import MODEL_KINDS, BaseLanguageModel, ModelOutput, config_from_dict, init_normal
+from model_foundry.models.base import (MODEL_KINDS, BaseLanguageModel, ModelOutput, config_from_dict, init_normal,
+                                      resized_rows)
 from model_foundry.models.heads import make_pooler
 from model_foundry.models.heads.sentence import SentenceHead, bag_of_words_loss, info_nce
 from model_foundry.models.registry import get_architecture
@@ -134,8 +136,15 @@ class SentenceObjectiveModel(BaseLanguageModel):
         self.language_model.tie_weights()
 
     def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+        """The wrapped model's resize, and the bag-of-words decoder's rows with it (one per token)."""
         embedding = self.language_model.resize_token_embeddings(new_num_tokens)
-        self.backbone = self.language_model.backbone
+        old = self.sentence_head.decoder
+        if old is not None:  # surviving tokens keep their rows; new ones start at zero
+            decoder = nn.Linear(old.in_features, new_num_tokens, device=old.weight.device, dtype=old.weight.dtype)
+            with torch.no_grad():
+                decoder.weight.copy_(resized_rows(old.weight, new_num_tokens, std=0.0))
+                decoder.bias.copy_(resized_rows(old.bias, new_num_tokens, std=0.0))
+            self.sentence_head.decoder = decoder
         return embedding
 
     def description(self) -> dict[str, Any]:

@@ -65,3 +65,4 @@ class SentenceHead(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.projection(pooled) if self.projection is not None else pooled
+
