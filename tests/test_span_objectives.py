@@ -6,12 +6,14 @@ import json
 import math
 import random
 import string
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import model_foundry
+from model_foundry.config.loading import load_config
 from model_foundry.data.span_pairs import SpanPairCollator, inverse_cloze_split
 from model_foundry.data.text_units import TextUnits, tokenize_units
 from model_foundry.errors import UserError
@@ -20,6 +22,7 @@ from model_foundry.inference.loading import load_tokenizer
 from model_foundry.models import Bert, BertConfig
 from model_foundry.models.heads.sentence import bag_of_words_loss, info_nce, recall_at_k, retrieval_hits
 from model_foundry.models.sentence_objective import SentenceHeadConfig, SentenceObjectiveModel
+from model_foundry.tasks import build_task
 from model_foundry.tokenizer.training import train_tokenizer
 from tests.conftest import tiny_config
 from tests.test_finetuning import finetune_config, ft_dir, write_sentiment
@@ -285,3 +288,11 @@ def test_resizing_the_vocabulary_resizes_the_bag_of_words_decoder_and_keeps_its_
     decoder = model.sentence_head.decoder
     assert decoder.out_features == 24 and model.get_input_embeddings().num_embeddings == 24
     assert torch.equal(decoder.weight[:20], before) and not decoder.weight[20:].any()
+
+
+def test_masked_lm_beside_needs_a_mask_token_and_the_message_names_lm_weight(tmp_path):
+    config = load_config(sentence_config(tmp_path / "units.txt", tmp_path, "no_mask", task={"lm_weight": 0.5})).config
+    tokenizer = SimpleNamespace(vocab_size=30, pad_id=0, cls_id=1, mask_id=None, special_ids={0, 1})
+    with pytest.raises(UserError) as refused:
+        build_task(config, tokenizer).collator()
+    assert "task.lm_weight is 0.5" in " ".join(str(refused.value).split())

@@ -150,6 +150,10 @@ class SpanObjectiveTask(Task):
         tok, task = self.tokenizer, self.config.task
         if not self.bidirectional:
             return CausalLMCollator(pad_id=tok.pad_id)
+        if tok.mask_id is None:
+            raise UserError(f"task.lm_weight is {task.lm_weight}: this bidirectional model learns masked LM beside "
+                            f"task.type {self.name}, which needs a tokenizer with a mask token such as [MASK]; use "
+                            "one (Model Foundry's own tokenizers have it), or set task.lm_weight: 0.")
         return MaskedLMCollator(pad_id=tok.pad_id, mask_id=tok.mask_id, vocab_size=tok.vocab_size,
                                 special_ids=tok.special_ids, mlm_probability=task.mlm_probability)
 
