@@ -296,3 +296,13 @@ def test_masked_lm_beside_needs_a_mask_token_and_the_message_names_lm_weight(tmp
     with pytest.raises(UserError) as refused:
         build_task(config, tokenizer).collator()
     assert "task.lm_weight is 0.5" in " ".join(str(refused.value).split())
+
+
+def test_the_units_of_a_jsonl_file_are_its_rows_text_column(char_tokenizer, tmp_path):
+    corpus = tmp_path / "units.jsonl"
+    rows = [{"body": "the cat sat", "id": 1}, {"body": "  ", "id": 2}, {"body": "a dog\nran far", "id": 3}]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    ids, offsets = tokenize_units([corpus], char_tokenizer, tmp_path / "cache", fmt="jsonl", text_column="body")
+    units = TextUnits(ids, offsets, range(len(offsets) - 1), max_tokens=32)
+    texts = [char_tokenizer.decode(units[i]["input_ids"].tolist()) for i in range(len(units))]
+    assert texts == ["the cat sat", char_tokenizer.decode(char_tokenizer.encode("a dog\nran far"))]
