@@ -199,6 +199,17 @@ class TaskSection(Section):
     # Rescale targets to [0, 1] with the training split's min and max (kept in the checkpoint, so
     # predictions come back in the original scale). Needed with `sigmoid` for targets outside [0, 1].
     normalize_targets: bool = True
+    # ---- sentence-level objectives (span_contrastive, span_bag_of_words) ----
+    # span_contrastive: the span vectors' cosine similarities are divided by this before the softmax.
+    temperature: float = Field(0.05, gt=0.0)
+    # Project the pooled span vectors to this width before the loss (the projection is left behind
+    # at finetuning); None: the loss reads the pooled vectors themselves.
+    projection_size: int | None = Field(None, ge=1)
+    # The weight of the model's own token objective on the same units (masked LM for bidirectional
+    # models, causal LM for causal ones), added to the sentence loss; 0: the sentence objective alone.
+    lm_weight: float = Field(0.0, ge=0.0)
+    # Each of the two spans cut from a unit holds at least this many tokens; shorter units are left out.
+    min_span_tokens: int = Field(2, ge=1)
 
 
 

@@ -4,6 +4,8 @@
 file, `windows` cuts packed training examples from it, `tensor_files` reads `.pt` datasets of already
 tokenized `.pt` data, `collators` turn examples into padded batches (and mask them for masked
 LM), and `batches` streams those batches in an exactly resumable, rank-sharded order.
+Sentence-level objectives read whole text units instead of packed windows (`text_units`) and cut
+two spans of each (`span_pairs`).
 For finetuning, `labelled` (with `conll`) reads labelled examples, keeps the label vocabulary and
 encodes texts and word sequences for a model.
 """

@@ -27,7 +27,7 @@ from model_foundry.models.heads.loss_modifiers import LossModifierPipeline, crea
 
 # Metrics where larger is better; every other metric is minimised when choosing the best checkpoint.
 MAXIMISED_METRICS = {"accuracy", "f1_macro", "f1_micro", "token_accuracy", "entity_f1", "pearson",
-                     "spearman", "mlm_accuracy", "rtd_accuracy"}
+                     "spearman", "mlm_accuracy", "rtd_accuracy", "retrieval_accuracy", "bow_recall_at_10"}
 
 
 def add_totals(parts: list[dict]) -> dict:
