@@ -4,7 +4,9 @@ docs/measurements.md, "What pretraining buys at small budgets". Run by hand from
 
     python benchmarks/quickstart_transfer/few_labels.py tokenizer
     python benchmarks/quickstart_transfer/few_labels.py pretrain OUT [--corpus quickstart|reviews|review-rows]
-        [--steps 400] [--mask 0.15] [--lr 1e-3] [--objective masked_lm|replaced_token_detection]
+        [--steps 400] [--mask 0.15] [--lr 1e-3] [--batch-size N]
+        [--objective masked_lm|replaced_token_detection|span_contrastive|span_bag_of_words] [--lm-weight W]
+        [--temperature T]
     python benchmarks/quickstart_transfer/few_labels.py finetune RUN OUT [--labels 200] [--pooler mean]
         [--scratch] [--freeze-embeddings] [--probe]
 
@@ -67,13 +69,22 @@ def make_tokenizer(_: argparse.Namespace) -> None:
     train_tokenizer("bpe", 4096, files=[files["train"]["path"]]).save(TOKENIZER)
 
 
+SENTENCE_OBJECTIVES = ("span_contrastive", "span_bag_of_words")
+
+
 def pretrain(args: argparse.Namespace) -> None:
+    task = {"type": args.objective, "mlm_probability": args.mask}
+    if args.objective in SENTENCE_OBJECTIVES:  # whole text units (lines), each one row of the batch
+        task["lm_weight"] = args.lm_weight
+    if args.objective == "span_contrastive":
+        task["temperature"] = args.temperature
+    by_rows = args.corpus == "review-rows" or args.objective in SENTENCE_OBJECTIVES
     train({"experiment": {"name": "bert", "kind": "pretraining", "seed": 1337, "output_dir": str(args.out)},
            "tokenizer": {"path": str(TOKENIZER)}, "data": corpus_files(args.corpus),
            "model": {"architecture": "bert", **MODEL},
-           "task": {"type": args.objective, "mlm_probability": args.mask},
+           "task": task,
            "training": {**TRAINING, "max_steps": args.steps, "learning_rate": args.lr,
-                        "batch_size": 64 if args.corpus == "review-rows" else TRAINING["batch_size"]}})
+                        "batch_size": args.batch_size or (64 if by_rows else TRAINING["batch_size"])}})
 
 
 def finetune(args: argparse.Namespace) -> None:
@@ -105,7 +116,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--mask", type=float, default=0.15)
     p.add_argument("--lr", type=float, default=TRAINING["learning_rate"])
-    p.add_argument("--objective", choices=["masked_lm", "replaced_token_detection"], default="masked_lm")
+    p.add_argument("--objective", default="masked_lm",
+                   choices=["masked_lm", "replaced_token_detection", *SENTENCE_OBJECTIVES])
+    p.add_argument("--lm-weight", type=float, default=0.0,
+                   help="span objectives: weight of masked LM on the same units (0: the sentence objective alone)")
+    p.add_argument("--temperature", type=float, default=0.05, help="span_contrastive's softmax temperature")
+    p.add_argument("--batch-size", type=int, help="default 16 windows, or 64 rows for row and span objectives")
     p.set_defaults(func=pretrain)
     f = commands.add_parser("finetune")
     f.add_argument("run", type=Path)
