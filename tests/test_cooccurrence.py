@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import model_foundry
+from model_foundry.models import BaseLanguageModel
 from model_foundry.config import load_config
 from model_foundry.data.cooccurrence import (cooccurrence_counts, mean_vectors, ppmi, ppmi_svd_vectors,
                                              sparse_matrix, svd_vectors)
 from model_foundry.errors import UserError
 from model_foundry.quickstart.ppmi_reference import ppmi_reference_accuracy
-from model_foundry.tokenizer import train_tokenizer
+from model_foundry.tokenizer import load_any_tokenizer, train_tokenizer
 from model_foundry.training import run as run_module
 from model_foundry.training.embedding_init import units_before_tail
 from model_foundry.training.run import build_trainer, resolved_config
@@ -164,6 +165,19 @@ def test_ppmi_init_puts_letters_that_share_lines_closer_in_the_embedding(group_c
     assert 0.005 < float(letters.std()) < 0.08
 
 
+@pytest.mark.parametrize("arch", ["gpt", "lstm", "hybrid", "electra"])
+def test_every_architecture_gets_the_vectors(group_corpus, tmp_path, arch):
+    config = ppmi_config(group_corpus, tmp_path)
+    config["model"]["architecture"] = arch
+    if arch == "lstm":
+        del config["model"]["n_head"]
+    model = fresh_trainer(config, tmp_path).model
+    tokenizer = load_any_tokenizer(tmp_path / "run" / "tokenizer")
+    weight = model.get_input_embeddings().weight.detach()
+    a, b, v = (weight[tokenizer.token_to_id(x)] for x in "abv")
+    assert cosine(a, b) > cosine(a, v) + 0.3, (cosine(a, b), cosine(a, v))
+
+
 def test_without_the_key_the_embedding_stays_random(group_corpus, tmp_path):
     config = ppmi_config(group_corpus, tmp_path)
     config["model"]["init_embeddings"] = "random"
@@ -211,7 +225,7 @@ def test_a_ppmi_initialised_run_trains_and_resuming_keeps_its_embedding(group_co
     calls = []
     monkeypatch.setattr(run_module, "init_embeddings_from_corpus", lambda *args: calls.append(args))
     resumed = build_trainer(resolved_config(load_config(config, ["training.resume=true"]).config), run)
-    trained = model_foundry.models.BaseLanguageModel.from_pretrained(run / "checkpoints" / "last")
+    trained = BaseLanguageModel.from_pretrained(run / "checkpoints" / "last")
     assert calls == [] and resumed.counters.step == 30
     assert torch.equal(resumed.model.get_input_embeddings().weight, trained.get_input_embeddings().weight)
     build_trainer(resolved_config(load_config(config).config), tmp_path / "another")
