@@ -51,6 +51,19 @@ def test_a_window_counts_only_near_positions_and_ignored_ids_drop_out():
     assert dense(cooccurrence_counts(UNITS, 4, ignore_ids=[0])).sum(axis=0)[0] == 0
 
 
+@pytest.mark.parametrize("window", [None, 1, 3])
+def test_counts_of_units_of_mixed_lengths_match_a_pair_by_pair_count(window):
+    rng = random.Random(0)
+    units = [[rng.randrange(9) for _ in range(rng.choice([0, 1, 2, 5, 11]))] for _ in range(40)]
+    expected = np.zeros((9, 9))
+    for unit in units:
+        for i, a in enumerate(unit):
+            for j, b in enumerate(unit):
+                if i != j and (window is None or abs(i - j) <= window):
+                    expected[a, b] += 1
+    assert np.array_equal(dense(cooccurrence_counts(units, 9, window=window)), expected)
+
+
 def test_ppmi_without_smoothing_is_log_of_observed_over_expected():
     expected = np.zeros((4, 4))
     # log(count x total / (row total x column total)), only where positive

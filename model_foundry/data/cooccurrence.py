@@ -12,8 +12,10 @@ contexts' probability, so pairs with a rare token no longer get the largest PMI 
 The vectors are U S^0.5 of the rank-`dim` SVD of the PPMI matrix (the symmetric split of the
 singular values that word-similarity work found best); a token that never co-occurs gets zeros.
 
-Counting is vectorised: for each distance d, the positions whose token d places on is in the same
-unit, so the cost is (total tokens) x (longest unit, or window) and a few seconds for 10k sentences.
+Counting is vectorised over distances: for each d, every pair of positions d apart in the same unit
+at once, so the cost is the number of pairs (a few seconds for 10k sentences, the SVD included; see
+docs/models.md). Whole-unit counting is quadratic in a unit's length: units are sentences or lines;
+give long documents a `window`.
 """
 from __future__ import annotations
 
@@ -45,6 +47,14 @@ def flatten_units(units: Iterable[Sequence[int]], ignore_ids: Iterable[int] = ()
     return ids[keep], owner[keep]
 
 
+def longest_units_first(ids: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tokens reordered so that longer units come first (each unit's tokens in their order), with
+    the length of each token's unit: counting then costs the number of pairs, whatever the longest unit."""
+    lengths = np.bincount(owner) if len(owner) else np.zeros(0, dtype=np.int64)
+    order = np.lexsort((owner, -lengths[owner]))  # stable: a unit's tokens keep their order
+    return ids[order], owner[order], lengths[owner[order]]
+
+
 def cooccurrence_counts(units: Iterable[Sequence[int]], vocab_size: int, window: int | None = None,
                         ignore_ids: Iterable[int] = ()) -> torch.Tensor:
     """The (vocab_size, vocab_size) sparse, coalesced float64 matrix of co-occurrence counts (see the module)."""
@@ -53,13 +63,17 @@ def cooccurrence_counts(units: Iterable[Sequence[int]], vocab_size: int, window:
     ids, owner = flatten_units(units, ignore_ids)
     if len(ids) and (ids.min() < 0 or ids.max() >= vocab_size):
         raise ValueError(f"token ids must lie in [0, {vocab_size}), found {ids.min()}..{ids.max()}")
-    longest = int(np.bincount(owner).max()) if len(owner) else 0
+    ids, owner, unit_length = longest_units_first(ids, owner)
+    longest = int(unit_length[0]) if len(unit_length) else 0
     reach = longest - 1 if window is None else min(window, longest - 1)
     firsts, seconds = [], []
     for distance in range(1, reach + 1):
-        same_unit = owner[:-distance] == owner[distance:]
-        firsts.append(ids[:-distance][same_unit])
-        seconds.append(ids[distance:][same_unit])
+        # only units longer than `distance` hold such pairs: with the longest first, a prefix
+        end = int(np.searchsorted(-unit_length, -distance, side="left"))
+        near, near_owner = ids[:end], owner[:end]
+        same_unit = near_owner[:-distance] == near_owner[distance:]
+        firsts.append(near[:-distance][same_unit])
+        seconds.append(near[distance:][same_unit])
     left = np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64)
     right = np.concatenate(seconds) if seconds else np.zeros(0, dtype=np.int64)
     return symmetric_counts(np.minimum(left, right), np.maximum(left, right), vocab_size)
