@@ -4,7 +4,8 @@ A unit is one sentence, line or document as token ids. Two positions of a unit c
 are different positions of it (`window=None`, the default) or at most `window` positions apart;
 every such ordered pair adds one to `counts[a, b]`, so a token repeated in a unit co-occurs with
 itself. The sentence-wide count is the one that holds polarity at small budgets (docs/models.md,
-"Co-occurrence-initialised embeddings"): within +-2 words the same vectors lose most of it.
+"Co-occurrence-initialised embeddings"): counted within +-2 words, the same vectors lose most of
+their lead over bag of words.
 
 PPMI(a, b) = max(0, log(P(a, b) / (P(a) P_alpha(b)))), P_alpha(b) = count(b)^alpha / sum_c count(c)^alpha,
 the context-distribution smoothing of Levy, Goldberg and Dagan (2015): alpha = 0.75 raises rare

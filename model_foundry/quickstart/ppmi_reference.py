@@ -36,7 +36,7 @@ def ppmi_reference_accuracy(train_texts: Sequence[str], train_labels: Sequence[H
     special = tokenizer.special_ids
 
     def encode(texts: Sequence[str]) -> list[list[int]]:
-        return [[i for i in tokenizer.encode(text) if i not in special] for text in texts]
+        return [[i for i in ids if i not in special] for ids in tokenizer.encode_batch(list(texts))]
 
     vectors = ppmi_svd_vectors(encode(unlabelled_texts), tokenizer.vocab_size, dim=dim, window=window)
     classes = sorted(set(train_labels), key=str)

@@ -31,6 +31,9 @@ from model_foundry.errors import UserError
 from model_foundry.tasks.base import Task
 from model_foundry.tasks.finetuning import FinetuningTask
 
+# Units tokenized per call: `encode_batch` runs them in parallel, and memory stays flat.
+ENCODE_BATCH = 4096
+
 
 def init_embeddings_from_corpus(model: nn.Module, config: FoundryConfig, tokenizer: TokenizerLike, task: Task) -> None:
     """Overwrite `model`'s token embedding with PPMI-SVD vectors of `task`'s training data (see the module)."""
@@ -79,9 +82,14 @@ def encoded_units(path: Path, fmt: str, text_column: str, tokenizer: TokenizerLi
     if fmt == "pt":
         raise UserError(f"model.init_embeddings: ppmi reads texts, but {path} holds token ids (.pt); give "
                         "data.train.path as text, jsonl, csv or tsv, or remove model.init_embeddings.")
+    batch: list[str] = []
     for text in iter_texts(path, fmt, text_column):
         pieces = text.splitlines() if fmt == "text" else [text]  # a text file's chunk holds many lines
-        yield from (tokenizer.encode(piece) for piece in pieces if piece.strip())
+        batch.extend(piece for piece in pieces if piece.strip())
+        if len(batch) >= ENCODE_BATCH:
+            yield from tokenizer.encode_batch(batch)
+            batch = []
+    yield from tokenizer.encode_batch(batch)
 
 
 def units_before_tail(units: list[list[int]], val_fraction: float) -> list[list[int]]:
