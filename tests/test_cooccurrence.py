@@ -21,7 +21,7 @@ from model_foundry.tokenizer import load_any_tokenizer, train_tokenizer
 from model_foundry.training import run as run_module
 from model_foundry.training.embedding_init import units_before_tail
 from model_foundry.training.run import build_trainer, resolved_config
-from tests.conftest import tiny_config
+from tests.conftest import says, tiny_config
 
 # [0, 1, 0]: ordered pairs of positions give [0,1] and [1,0] twice each and [0,0] twice;
 # [0, 2]: [0,2] and [2,0]; [1, 2, 3]: every off-diagonal pair of 1, 2, 3 once.
@@ -165,8 +165,10 @@ def fresh_trainer(config: dict, tmp_path):
     return build_trainer(loaded, tmp_path / "run")
 
 
-def test_ppmi_init_puts_letters_that_share_lines_closer_in_the_embedding(group_corpus, tmp_path):
+def test_ppmi_init_puts_letters_that_share_lines_closer_in_the_embedding(group_corpus, tmp_path, capsys):
     trainer = fresh_trainer(ppmi_config(group_corpus, tmp_path), tmp_path)
+    # 200 lines, val_fraction 0.1: the last 20 are the validation tail
+    assert says(capsys.readouterr().err, "co-occurrence in 180 units")
     tokenizer = trainer.task.tokenizer
     weight = trainer.model.get_input_embeddings().weight.detach()
     rows = {letter: weight[tokenizer.token_to_id(letter)] for letter in "abcdevwxyz"}
@@ -189,6 +191,21 @@ def test_every_architecture_gets_the_vectors(group_corpus, tmp_path, arch):
     weight = model.get_input_embeddings().weight.detach()
     a, b, v = (weight[tokenizer.token_to_id(x)] for x in "abv")
     assert cosine(a, b) > cosine(a, v) + 0.3, (cosine(a, b), cosine(a, v))
+
+
+def test_a_finetuning_run_from_scratch_counts_every_training_row(group_corpus, tmp_path, capsys):
+    lines = group_corpus.read_text(encoding="utf-8").splitlines()
+    table = tmp_path / "train.tsv"
+    table.write_text("text\tlabel\n" + "".join(f"{line}\t{i % 2}\n" for i, line in enumerate(lines)), encoding="utf-8")
+    config = ppmi_config(table, tmp_path)
+    config["experiment"]["kind"] = "finetuning"
+    config["task"] = {"type": "sequence_classification"}
+    trainer = fresh_trainer(config, tmp_path)
+    tokenizer = trainer.task.tokenizer
+    weight = trainer.model.get_input_embeddings().weight.detach()
+    a, b, v = (weight[tokenizer.token_to_id(x)] for x in "abv")
+    assert cosine(a, b) > cosine(a, v) + 0.3, (cosine(a, b), cosine(a, v))
+    assert says(capsys.readouterr().err, "co-occurrence in 200 units")  # no validation tail held out
 
 
 def test_without_the_key_the_embedding_stays_random(group_corpus, tmp_path):
