@@ -232,6 +232,13 @@ def test_loading_pretrained_weights_over_the_ppmi_init_is_refused(group_corpus, 
     assert "model.init_embeddings" in str(error.value) and clash in str(error.value)
 
 
+def test_a_checkpoint_s_architecture_with_random_weights_may_take_the_vectors(group_corpus, tmp_path):
+    """transfer.load_weights: false loads no weights: the scratch control with counted embeddings."""
+    config = ppmi_config(group_corpus, tmp_path)
+    config["transfer"] = {"init_from_checkpoint": "some_run", "load_weights": False}
+    assert load_config(config).config.model.init_embeddings == "ppmi"
+
+
 def test_a_pt_corpus_is_refused_with_the_file_named(tmp_path):
     from model_foundry.config import FoundryConfig
     from model_foundry.training.embedding_init import training_units

@@ -428,8 +428,9 @@ class FoundryConfig(Section):
         """The co-occurrence vectors start a model from scratch: weights loaded on top would replace them."""
         if self.model.init_embeddings == "random":
             return self
+        transfer = self.transfer
         loaded = {"model.architecture: hf": self.model.architecture == "hf",
-                  "transfer.init_from_checkpoint": bool(self.transfer.init_from_checkpoint and self.transfer.load_weights),
+                  "transfer.init_from_checkpoint": bool(transfer.init_from_checkpoint and transfer.load_weights),
                   "training.resume_from": bool(self.training.resume_from)}
         clash = [name for name, used in loaded.items() if used]
         if clash:
