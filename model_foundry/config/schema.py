@@ -145,11 +145,14 @@ class ModelSection(Section):
     trust_remote_code: bool = False
     # hf only: recompute activations in the backward pass, to save memory.
     gradient_checkpointing: bool | None = None
+    # How a fresh run's token embedding starts: random, or ppmi (co-occurrence vectors of the training
+    # data's sentences, in seconds; docs/models.md "Co-occurrence-initialised embeddings").
+    init_embeddings: Literal["random", "ppmi"] = "random"
 
     def architecture_values(self) -> dict:
         """The keys that configure the architecture itself, with unset ones left out."""
-        meta = {"architecture", "preset"} if self.architecture == "hf" else {"architecture", "preset", "dtype",
-                                                                            "trust_remote_code"}
+        meta = ({"architecture", "preset", "init_embeddings"} if self.architecture == "hf"
+                else {"architecture", "preset", "dtype", "trust_remote_code", "init_embeddings"})
         return {k: v for k, v in self.model_dump().items() if k not in meta and v is not None}
 
 
@@ -429,4 +432,20 @@ class FoundryConfig(Section):
             raise ValueError("lora.enabled keeps the base weights frozen for the whole run, so "
                              "transfer.freeze_epochs / unfreeze_at_iteration (which unfreeze them) cannot be used "
                              "with it; remove one of them")
+        return self
+
+    @model_validator(mode="after")
+    def ppmi_embeddings_start_a_model(self) -> "FoundryConfig":
+        """The co-occurrence vectors start a model from scratch: weights loaded on top would replace them."""
+        if self.model.init_embeddings == "random":
+            return self
+        transfer = self.transfer
+        loaded = {"model.architecture: hf": self.model.architecture == "hf",
+                  "transfer.init_from_checkpoint": bool(transfer.init_from_checkpoint and transfer.load_weights),
+                  "training.resume_from": bool(self.training.resume_from)}
+        clash = [name for name, used in loaded.items() if used]
+        if clash:
+            raise ValueError(f"model.init_embeddings: {self.model.init_embeddings} starts the token embedding of a "
+                             f"model trained from scratch, but {clash[0]} loads pretrained weights over it; remove "
+                             "one of the two")
         return self

@@ -31,6 +31,7 @@ from model_foundry.tasks.registry import architecture_of
 from model_foundry.tokenizer import FoundryTokenizer, HFTokenizer, load_any_tokenizer, train_tokenizer
 from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.distributed import Workers, process_group
+from model_foundry.training.embedding_init import init_embeddings_from_corpus
 from model_foundry.training.ignored_keys import ignored_start_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.plots import plot_runs
@@ -142,6 +143,8 @@ def build_trainer(config: FoundryConfig, run_dir: Path, workers: Workers = Worke
     start_from = checkpoint_to_start_from(config, run_dir)
     for message in ignored_start_keys(config):
         warn(message)
+    if config.model.init_embeddings == "ppmi" and start_from is None:  # a resumed run keeps its trained ones
+        init_embeddings_from_corpus(model, config, tokenizer, task)
     if (config.transfer.init_from_checkpoint and config.transfer.load_weights
             and (start_from is None or not start_from.full_state)):
         load_backbone_weights(model, init_checkpoint(config), strict=config.transfer.strict)
