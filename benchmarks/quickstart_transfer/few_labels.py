@@ -6,7 +6,7 @@ docs/measurements.md, "What pretraining buys at small budgets". Run by hand from
     python benchmarks/quickstart_transfer/few_labels.py pretrain OUT [--corpus quickstart|reviews|review-rows]
         [--steps 400] [--mask 0.15] [--lr 1e-3] [--batch-size N]
         [--objective masked_lm|replaced_token_detection|span_contrastive|span_bag_of_words] [--lm-weight W]
-        [--temperature T]
+        [--temperature T] [--init-embeddings random|ppmi]
     python benchmarks/quickstart_transfer/few_labels.py finetune RUN OUT [--labels 200] [--pooler mean]
         [--scratch] [--freeze-embeddings] [--probe]
 
@@ -81,7 +81,7 @@ def pretrain(args: argparse.Namespace) -> None:
     by_rows = args.corpus == "review-rows" or args.objective in SENTENCE_OBJECTIVES
     train({"experiment": {"name": "bert", "kind": "pretraining", "seed": 1337, "output_dir": str(args.out)},
            "tokenizer": {"path": str(TOKENIZER)}, "data": corpus_files(args.corpus),
-           "model": {"architecture": "bert", **MODEL},
+           "model": {"architecture": "bert", **MODEL, "init_embeddings": args.init_embeddings},
            "task": task,
            "training": {**TRAINING, "max_steps": args.steps, "learning_rate": args.lr,
                         "batch_size": args.batch_size or (64 if by_rows else TRAINING["batch_size"])}})
@@ -120,6 +120,8 @@ def main() -> None:
                    choices=["masked_lm", "replaced_token_detection", *SENTENCE_OBJECTIVES])
     p.add_argument("--lm-weight", type=float, default=0.0,
                    help="span objectives: weight of masked LM on the same units (0: the sentence objective alone)")
+    p.add_argument("--init-embeddings", choices=["random", "ppmi"], default="random",
+                   help="ppmi: start the token embedding from PPMI-SVD vectors of the corpus")
     p.add_argument("--temperature", type=float, default=0.05, help="span_contrastive's softmax temperature")
     p.add_argument("--batch-size", type=int, help="default 16 windows, or 64 rows for row and span objectives")
     p.set_defaults(func=pretrain)
