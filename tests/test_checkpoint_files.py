@@ -226,3 +226,16 @@ def test_a_kill_between_the_swaps_two_renames_is_recovered(tiny_corpus, tmp_path
     assert "Resuming at step 2" in capsys.readouterr().err
     assert results["run"]["steps"] == 4 and load_trainer_state(root / "last")["step"] == 4
     assert not (root / ".last.old").exists()
+
+
+def test_a_task_head_entry_that_does_not_fit_names_the_file_and_the_entry(tmp_path):
+    model = classifier("gpt")
+    model.save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / "model_config.json").read_text(encoding="utf-8"))
+    meta["task_head"]["no_such_setting"] = 1
+    (tmp_path / "model_config.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(UserError) as caught:
+        BaseLanguageModel.from_pretrained(tmp_path)
+    message = " ".join(str(caught.value).split())
+    assert "model_config.json: 'task_head' does not describe a task head" in message
+    assert "no_such_setting" in message

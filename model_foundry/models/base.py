@@ -262,3 +262,12 @@ def config_from_dict(arch: type[BaseLanguageModel], values: dict, path: Path) ->
     except TypeError as exc:  # an unknown or missing field
         raise UserError(f"{path}: the 'config' does not fit architecture {arch.architecture_name!r} "
                         f"({exc}).") from None
+
+
+def part_config(meta: dict, key: str, config_class: type, path: Path, what: str) -> Any:
+    """`config_class` built from the `key` entry of a parsed `model_config.json` (a head's settings);
+    an unknown or missing field is an error naming the file, the entry and `what` it should describe."""
+    try:
+        return config_class(**meta[key])
+    except TypeError as exc:
+        raise UserError(f"{path}: {key!r} does not describe {what} ({exc}).") from None

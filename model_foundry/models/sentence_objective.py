@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from model_foundry.errors import UserError
 from model_foundry.models.base import (MODEL_KINDS, BaseLanguageModel, ModelOutput, config_from_dict, init_normal,
-                                      resized_rows)
+                                      part_config, resized_rows)
 from model_foundry.models.heads import make_pooler
 from model_foundry.models.heads.sentence import SentenceHead, bag_of_words_loss, info_nce
 from model_foundry.models.registry import get_architecture
@@ -154,10 +154,7 @@ class SentenceObjectiveModel(BaseLanguageModel):
     def from_description(cls, meta: dict, path: Path) -> SentenceObjectiveModel:
         """A freshly initialised model as the parsed `model_config.json` at `path` describes it."""
         arch = get_architecture(meta["architecture"])
-        try:
-            head_config = SentenceHeadConfig(**meta["sentence_objective"])
-        except TypeError as exc:
-            raise UserError(f"{path}: 'sentence_objective' does not describe a sentence head ({exc}).") from None
+        head_config = part_config(meta, "sentence_objective", SentenceHeadConfig, path, "a sentence head")
         return cls(arch(config_from_dict(arch, meta["config"], path)), head_config)
 
 

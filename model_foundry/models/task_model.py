@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from model_foundry.errors import UserError
-from model_foundry.models.base import MODEL_KINDS, BaseLanguageModel, ModelOutput, config_from_dict, init_normal
+from model_foundry.models.base import (MODEL_KINDS, BaseLanguageModel, ModelOutput, config_from_dict, init_normal,
+                                      part_config)
 from model_foundry.models.heads import make_criterion, make_head, make_pooler
 from model_foundry.models.registry import get_architecture
 
@@ -99,10 +100,7 @@ class TaskModel(BaseLanguageModel):
     def from_description(cls, meta: dict, path: Path) -> TaskModel:
         """A freshly initialised task model as the parsed `model_config.json` at `path` describes it."""
         arch = get_architecture(meta["architecture"])
-        try:
-            head_config = TaskHeadConfig(**meta["task_head"])
-        except TypeError as exc:
-            raise UserError(f"{path}: 'task_head' does not describe a task head ({exc}).") from None
+        head_config = part_config(meta, "task_head", TaskHeadConfig, path, "a task head")
         return cls(arch.architecture_name, config_from_dict(arch, meta["config"], path), head_config)
 
 
