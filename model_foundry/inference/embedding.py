@@ -11,7 +11,6 @@ so they do not depend on the batch size or on the other texts of a batch.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_foundry.data.sources import FORMAT_BY_SUFFIX, TABLE_DIALECTS, open_text, read_lines
+from model_foundry.data.sources import FORMAT_BY_SUFFIX, TABLE_DIALECTS, iter_jsonl_rows, open_text, read_lines
 from model_foundry.errors import UserError
 from model_foundry.inference.generation import context_size, eval_mode
 from model_foundry.models.heads import make_pooler
@@ -150,7 +149,7 @@ def table_rows(path: Path, fmt: str, needed: dict[str, str]) -> Iterator[tuple[s
     lacks one is refused at line 1, before any row is read.
     """
     if fmt == "jsonl":
-        yield from jsonl_rows(path)
+        yield from jsonl_rows(path, needed)
         return
     with open_text(path, newline="") as handle:
         reader = csv.DictReader(handle, **TABLE_DIALECTS[fmt])
@@ -167,19 +166,10 @@ def table_rows(path: Path, fmt: str, needed: dict[str, str]) -> Iterator[tuple[s
             raise not_utf8(path) from None
 
 
-def jsonl_rows(path: Path) -> Iterator[tuple[str, dict, list[str]]]:
-    with open_text(path) as handle:
-        for number, line in enumerate(read_lines(handle, path), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: not valid JSON ({error.msg}); a jsonl file holds one JSON "
-                                "object per line.") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object, found a {type(row).__name__}.")
-            yield f"{path}:{number}", row, list(row)
+def jsonl_rows(path: Path, needed: dict[str, str]) -> Iterator[tuple[str, dict, list[str]]]:
+    """`table_rows` for jsonl: each object with its own keys as the columns it may name."""
+    for where, row in iter_jsonl_rows(path, next(iter(needed), "text")):
+        yield where, row, list(row)
 
 
 def column_value(where: str, row: dict, columns: list[str], column: str, flag: str):
