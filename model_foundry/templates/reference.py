@@ -5,7 +5,8 @@
 Every key of `FoundryConfig`, section by section, with its type, default, allowed values (a closed
 list's choices, numeric bounds, and for the open registries `model.architecture` and `task.type`
 the registered names), older spellings and description. A key's description is the comment block
-right above it in config/schema.py, a section's its docstring. A comment block that opens with
+right above it in its section's class (config/schema.py, config/starting_point.py), a section's its
+docstring. A comment block that opens with
 `----` starts a group of keys: its lines up to the first one ending in `----` or `.` are the
 group's note, printed above the group's keys, and the rest describes the key below it.
 
@@ -185,7 +186,8 @@ def config_reference() -> str:
     registries = open_choices()
     sections = list(FoundryConfig.model_fields.items())
     lines = ["# Config reference", "",
-             f"Generated from `model_foundry/config/schema.py` by `{REGENERATE}`; edit the schema, not this file",
+             f"Generated from the schema (`model_foundry/config/schema.py`, `starting_point.py`) by "
+             f"`{REGENERATE}`; edit the schema, not this file",
              "(tests/test_config_reference.py fails when they differ). How configs work: [configs.md](configs.md).",
              "Keys are written `section.key` in `--set` and nested in YAML; `null` (None in the descriptions) means unset.", "",
              "Sections: " + ", ".join(f"[`{name}`](#{name})" for name, _ in sections) + ".", ""]
