@@ -24,15 +24,13 @@ import torch
 from torch import nn
 
 from model_foundry.config import FoundryConfig
-from model_foundry.data import guess_format, iter_texts, resolve_paths
+from model_foundry.data import guess_format, resolve_paths
 from model_foundry.data.cooccurrence import ppmi_svd_vectors
-from model_foundry.data.token_cache import TokenizerLike
+from model_foundry.data.text_units import iter_units
+from model_foundry.data.token_cache import TokenizerLike, batched_texts
 from model_foundry.errors import UserError
 from model_foundry.tasks.base import Task
 from model_foundry.tasks.finetuning import FinetuningTask
-
-# Units tokenized per call: `encode_batch` runs them in parallel, and memory stays flat.
-ENCODE_BATCH = 4096
 
 
 def init_embeddings_from_corpus(model: nn.Module, config: FoundryConfig, tokenizer: TokenizerLike, task: Task) -> None:
@@ -79,17 +77,12 @@ def training_units(config: FoundryConfig, tokenizer: TokenizerLike, hold_out_tai
 
 
 def encoded_units(path: Path, fmt: str, text_column: str, tokenizer: TokenizerLike) -> Iterator[list[int]]:
+    """The token ids of each text unit of `path` (a line, a row, a sentence), as the span objectives read them."""
     if fmt == "pt":
         raise UserError(f"model.init_embeddings: ppmi reads texts, but {path} holds token ids (.pt); give "
                         "data.train.path as text, jsonl, csv or tsv, or remove model.init_embeddings.")
-    batch: list[str] = []
-    for text in iter_texts(path, fmt, text_column):
-        pieces = text.splitlines() if fmt == "text" else [text]  # a text file's chunk holds many lines
-        batch.extend(piece for piece in pieces if piece.strip())
-        if len(batch) >= ENCODE_BATCH:
-            yield from tokenizer.encode_batch(batch)
-            batch = []
-    yield from tokenizer.encode_batch(batch)
+    for batch in batched_texts(iter_units(path, fmt, text_column)):
+        yield from tokenizer.encode_batch(batch)
 
 
 def units_before_tail(units: list[list[int]], val_fraction: float) -> list[list[int]]:
