@@ -140,7 +140,9 @@ def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     with open(out / "label_efficiency.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert [(r["labels"], r["backbone"]) for r in table] == [
-        (count, backbone) for count in ("40", "all") for backbone in ("bert", "gpt", "scratch")]
+        (count, backbone) for count in ("40", "all") for backbone in ("bert", "gpt", "scratch")] + [
+        ("40", "ppmi (reference)"), ("all", "ppmi (reference)")]
+    assert table[-2]["seeds"] == "2" and 0.0 <= float(table[-1]["test_accuracy"]) <= 1.0
     finetuning = out / "finetuning"
     few = [json.loads((finetuning / name / "results.json").read_text())["test"]["accuracy"]
            for name in ("gpt_classifier_40", "gpt_classifier_40_seed1")]
@@ -162,6 +164,7 @@ def test_tiny_quickstart_runs_every_step(tmp_path, monkeypatch, capsys):
     assert "Zero-shot agreement accuracy" in printed and "minimal-pairs" in printed
     assert "pretraining/gpt" in printed and "finetuning/scratch_classifier_all" in printed and "val ppl" in printed
     assert "What pretraining buys" in printed and "scratch" in printed.split("What pretraining buys")[1]
+    assert "ppmi (reference)" in printed.split("What pretraining buys")[1]
 
 
 def fake_resumable_train(trained: list[dict]):

@@ -9,20 +9,15 @@ from the repository root after `few_labels.py tokenizer`:
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 
 from model_foundry.quickstart.data import DEFAULT_CACHE, ensure_reviews
-from model_foundry.quickstart.ppmi_reference import ppmi_reference_accuracy
+from model_foundry.quickstart.ppmi_reference import PpmiReference
+from model_foundry.quickstart.workflow import read_reviews
 from model_foundry.tasks.finetuning import seeded_subset
 from model_foundry.tokenizer import FoundryTokenizer
 
 from few_labels import SEEDS, TOKENIZER
-
-
-def read_split(path) -> list[tuple[str, str]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return [(row["sentence"], row["label"]) for row in csv.DictReader(handle, delimiter="\t")]
 
 
 def main() -> None:
@@ -32,14 +27,13 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=100)
     args = parser.parse_args()
     reviews = ensure_reviews(DEFAULT_CACHE)
-    train, test = read_split(reviews / "train.tsv"), read_split(reviews / "test.tsv")
-    tokenizer = FoundryTokenizer.load(TOKENIZER)
+    train, test = read_reviews(reviews / "train.tsv"), read_reviews(reviews / "test.tsv")
+    reference = PpmiReference([t for t, _ in train], FoundryTokenizer.load(TOKENIZER), dim=args.dim, window=args.window)
     accuracies = []
     for seed in SEEDS:
         labelled = seeded_subset(train, args.labels, seed)
-        accuracies.append(ppmi_reference_accuracy(
-            [t for t, _ in labelled], [y for _, y in labelled], [t for t, _ in train],
-            [t for t, _ in test], [y for _, y in test], tokenizer, dim=args.dim, window=args.window))
+        accuracies.append(reference.accuracy([t for t, _ in labelled], [y for _, y in labelled],
+                                             [t for t, _ in test], [y for _, y in test]))
     print(f"ppmi reference, {args.labels} labels, seeds {SEEDS}: {', '.join(f'{a:.3f}' for a in accuracies)}; "
           f"mean {statistics.fmean(accuracies):.3f} ± {statistics.stdev(accuracies):.3f}")
 

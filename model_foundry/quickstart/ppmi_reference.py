@@ -24,28 +24,38 @@ DEFAULT_C = 10.0
 LBFGS_STEPS = 200
 
 
+class PpmiReference:
+    """The PPMI-SVD vectors of one unlabelled corpus, reused for every labelled subset (see the module)."""
+
+    def __init__(self, unlabelled_texts: Sequence[str], tokenizer: TokenizerLike, dim: int = 100,
+                 window: int | None = None):
+        self.special = tokenizer.special_ids
+        self.tokenizer = tokenizer
+        self.vectors = ppmi_svd_vectors(self.encode(unlabelled_texts), tokenizer.vocab_size, dim=dim, window=window)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [[i for i in ids if i not in self.special] for ids in self.tokenizer.encode_batch(list(texts))]
+
+    def accuracy(self, train_texts: Sequence[str], train_labels: Sequence[Hashable], test_texts: Sequence[str],
+                 test_labels: Sequence[Hashable], c: float = DEFAULT_C) -> float:
+        """Test accuracy of the regression fit on the labelled texts; a test label never seen in training counts as wrong."""
+        classes = sorted(set(train_labels), key=str)
+        index = {label: i for i, label in enumerate(classes)}
+        weights, bias = fit_logistic_regression(mean_vectors(self.encode(train_texts), self.vectors),
+                                                torch.tensor([index[label] for label in train_labels]), len(classes), c)
+        predicted = (mean_vectors(self.encode(test_texts), self.vectors) @ weights + bias).argmax(dim=1).tolist()
+        correct = sum(classes[p] == label for p, label in zip(predicted, test_labels))
+        return correct / len(test_labels)
+
+
 def ppmi_reference_accuracy(train_texts: Sequence[str], train_labels: Sequence[Hashable],
                             unlabelled_texts: Sequence[str], test_texts: Sequence[str],
                             test_labels: Sequence[Hashable], tokenizer: TokenizerLike, dim: int = 100,
                             window: int | None = None, c: float = DEFAULT_C) -> float:
-    """Test accuracy of logistic regression on mean PPMI-SVD vectors (see the module).
-
-    The vectors come from `unlabelled_texts` (their labels, if any, are never seen); `window` None
-    counts co-occurrence within the whole sentence. A test label never seen in training counts as wrong.
-    """
-    special = tokenizer.special_ids
-
-    def encode(texts: Sequence[str]) -> list[list[int]]:
-        return [[i for i in ids if i not in special] for ids in tokenizer.encode_batch(list(texts))]
-
-    vectors = ppmi_svd_vectors(encode(unlabelled_texts), tokenizer.vocab_size, dim=dim, window=window)
-    classes = sorted(set(train_labels), key=str)
-    index = {label: i for i, label in enumerate(classes)}
-    weights, bias = fit_logistic_regression(mean_vectors(encode(train_texts), vectors),
-                                            torch.tensor([index[label] for label in train_labels]), len(classes), c)
-    predicted = (mean_vectors(encode(test_texts), vectors) @ weights + bias).argmax(dim=1).tolist()
-    correct = sum(classes[p] == label for p, label in zip(predicted, test_labels))
-    return correct / len(test_labels)
+    """Test accuracy of logistic regression on mean PPMI-SVD vectors of `unlabelled_texts` (their labels,
+    if any, are never seen); `window` None counts co-occurrence within the whole sentence."""
+    reference = PpmiReference(unlabelled_texts, tokenizer, dim=dim, window=window)
+    return reference.accuracy(train_texts, train_labels, test_texts, test_labels, c=c)
 
 
 def fit_logistic_regression(features: torch.Tensor, targets: torch.Tensor, num_classes: int,

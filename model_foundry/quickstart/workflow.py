@@ -6,7 +6,8 @@
    and judge both zero-shot on 100 agreement minimal pairs (`foundry eval --minimal-pairs`),
 4. measure what pretraining buys: sentiment classifiers finetuned from the pretrained BERT, the
    pretrained GPT and from scratch (the BERT's architecture and tokenizer, random weights) with 200,
-   1,000 and all training labels, written to `label_efficiency.csv` and `plots/label_efficiency.png`,
+   1,000 and all training labels, beside the `ppmi` reference (logistic regression on co-occurrence
+   vectors, the count-based mark to pass), written to `label_efficiency.csv` and `plots/label_efficiency.png`,
 5. finetune a sentiment scorer (-4..+4) from the BERT, print the results and write the loss curves.
 The runs of one set of settings share a directory (`runs_directory`): re-running with the same
 settings picks up the finished runs (`training.resume: true`) and only re-evaluates them; re-running
@@ -42,6 +43,10 @@ FEW_LABEL_EPOCHS = {200: 10, 1000: 4}
 FEW_LABEL_SEEDS = (1337, 1, 2)
 SEED = 1337
 BACKBONES = ("bert", "gpt", "scratch")  # scratch: the BERT's architecture and tokenizer, random weights
+# Not a backbone: the count-based mark a pretrained backbone has to pass (model_foundry.quickstart.ppmi_reference).
+REFERENCE = "ppmi (reference)"
+REFERENCE_NOTE = ("logistic regression on the mean PPMI-SVD vectors of each review's tokens, counted within a sentence "
+                  "of the unlabelled training reviews; the same labelled subsets, no network, seconds.")
 TABLE = ("run", "task", "params", "steps", "tok/s", "val loss", "val ppl", "test")
 
 
@@ -82,6 +87,8 @@ def run_quickstart(out: Path = DEFAULT_OUT, data: Path = DEFAULT_CACHE, steps: i
                                            epochs_for(labels, finetuning_epochs), labels, seed)
                 accuracies.append(train(config)["test"]["accuracy"])
             efficiency.append(efficiency_row(labels, backbone, accuracies))
+    say("      the ppmi reference: logistic regression on mean co-occurrence vectors (no network, seconds)")
+    efficiency += ppmi_reference_rows(reviews, tokenizer_dir)
     say("[6/6] A sentiment scorer (the mean rating, -4..+4) from the pretrained BERT")
     train(finetuning_config("bert_scorer", "sequence_scoring", pretrained, "bert", reviews, out, finetuning_epochs))
     run_dirs = [*pretrained.values(), *(out / "finetuning" / classifier_name(b, None, SEED)
@@ -94,7 +101,8 @@ def run_quickstart(out: Path = DEFAULT_OUT, data: Path = DEFAULT_CACHE, steps: i
     print("\nWhat pretraining buys: test accuracy of the sentiment classifier by number of training labels "
           f"(with {label_name(LABEL_COUNTS[0])}: mean ± std over seeds {', '.join(map(str, FEW_LABEL_SEEDS))}, "
           "a different subset each)\n")
-    print(format_table(efficiency_table(efficiency), ("labels", *BACKBONES)))
+    print(format_table(efficiency_table(efficiency), ("labels", *BACKBONES, REFERENCE)))
+    print(f"\n{REFERENCE}: {REFERENCE_NOTE}")
     print(f"\nZero-shot agreement accuracy (chance 0.5; `foundry eval RUN --minimal-pairs {QUICKSTART_SUBSET}`): "
           + ", ".join(f"{arch.upper()} {accuracy:.3f}" for arch, accuracy in grammar.items()))
     print(f"\nPlots: {', '.join(map(str, plots))}\nRuns:  {out}  (compare them any time with `foundry runs {out}`)")
@@ -160,6 +168,33 @@ def finetuning_config(name: str, task: str, pretrained: dict[str, Path], backbon
         "transfer": {"init_from_checkpoint": str(source), "load_weights": backbone != "scratch"},
         "training": {**FINETUNING, "epochs": epochs},
     }
+
+
+def ppmi_reference_rows(reviews: Path, tokenizer_dir: Path) -> list[dict]:
+    """The `ppmi` reference at every label count, on the classifiers' labelled subsets (`seeded_subset`)."""
+    from model_foundry.quickstart.ppmi_reference import PpmiReference
+    from model_foundry.tasks.finetuning import seeded_subset
+    from model_foundry.tokenizer import FoundryTokenizer
+
+    train, test = read_reviews(reviews / "train.tsv"), read_reviews(reviews / "test.tsv")
+    reference = PpmiReference([text for text, _ in train], FoundryTokenizer.load(tokenizer_dir))
+    rows = []
+    for labels in LABEL_COUNTS:
+        accuracies = []
+        for seed in seeds_for(labels):
+            labelled = seeded_subset(train, labels, seed)
+            accuracies.append(reference.accuracy([t for t, _ in labelled], [y for _, y in labelled],
+                                                 [t for t, _ in test], [y for _, y in test]))
+        rows.append(efficiency_row(labels, REFERENCE, accuracies))
+    return rows
+
+
+def read_reviews(path: Path) -> list[tuple[str, str]]:
+    """(sentence, label) of every row of a review split, read as the classifiers read it."""
+    from model_foundry.data.sources import TABLE_DIALECTS
+
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [(row["sentence"], row["label"]) for row in csv.DictReader(handle, **TABLE_DIALECTS["tsv"])]
 
 
 def seeds_for(labels: int | None) -> tuple[int, ...]:

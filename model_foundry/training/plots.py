@@ -53,7 +53,7 @@ def plot_label_efficiency(rows: list[dict], out: Path) -> Path:
     """Test accuracy against the number of training labels, one line per backbone (error bars: std over seeds).
 
     `rows` hold `labels` (a number, or "all" drawn at the largest count's right), `backbone`,
-    `test_accuracy` and `test_accuracy_std`.
+    `test_accuracy` and `test_accuracy_std`; a backbone named "... (reference)" is drawn dashed.
     """
     import matplotlib
 
@@ -68,7 +68,7 @@ def plot_label_efficiency(rows: list[dict], out: Path) -> Path:
         points = sorted((positions[r["labels"]], r["test_accuracy"], r.get("test_accuracy_std", 0.0))
                         for r in rows if r["backbone"] == backbone)
         ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
-                    capsize=3, label=backbone)
+                    capsize=3, label=backbone, linestyle="--" if "reference" in backbone else "-")
     ax.set_xticks(list(positions.values()), [f"{c:,}" if c != "all" else "all" for c in positions])
     ax.set_xlabel("training labels")
     ax.set_ylabel("test accuracy")
