@@ -4,11 +4,11 @@ docs/measurements.md, "What pretraining buys at small budgets". Run by hand from
 
     python benchmarks/quickstart_transfer/few_labels.py tokenizer
     python benchmarks/quickstart_transfer/few_labels.py pretrain OUT [--corpus quickstart|reviews|review-rows]
-        [--steps 400] [--mask 0.15] [--lr 1e-3] [--batch-size N]
+        [--steps 400] [--seed 1337] [--mask 0.15] [--lr 1e-3] [--batch-size N]
         [--objective masked_lm|replaced_token_detection|span_contrastive|span_bag_of_words] [--lm-weight W]
         [--temperature T] [--init-embeddings random|ppmi]
     python benchmarks/quickstart_transfer/few_labels.py finetune RUN OUT [--labels 200] [--pooler mean]
-        [--scratch] [--freeze-embeddings] [--probe]
+        [--scratch] [--freeze-embeddings] [--probe] [--epochs E] [--lr LR] [--set SECTION.KEY=VALUE]
 
 Every run uses the quickstart's model and finetuning settings (model_foundry/quickstart/workflow.py)
 unless a flag changes one; `finetune` prints the test accuracy for seeds 1337, 1, 2 and their mean.
@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 
 import torch
+import yaml
 
 from model_foundry.quickstart.data import DEFAULT_CACHE, ensure_plays, ensure_reviews
 from model_foundry.quickstart.workflow import FINETUNING, MODEL, TRAINING, pretraining_corpus
@@ -79,7 +80,7 @@ def pretrain(args: argparse.Namespace) -> None:
     if args.objective == "span_contrastive":
         task["temperature"] = args.temperature
     by_rows = args.corpus == "review-rows" or args.objective in SENTENCE_OBJECTIVES
-    train({"experiment": {"name": "bert", "kind": "pretraining", "seed": 1337, "output_dir": str(args.out)},
+    train({"experiment": {"name": "bert", "kind": "pretraining", "seed": args.seed, "output_dir": str(args.out)},
            "tokenizer": {"path": str(TOKENIZER)}, "data": corpus_files(args.corpus),
            "model": {"architecture": "bert", **MODEL, "init_embeddings": args.init_embeddings},
            "task": task,
@@ -91,19 +92,32 @@ def finetune(args: argparse.Namespace) -> None:
     reviews = ensure_reviews(DEFAULT_CACHE)
     transfer = {"init_from_checkpoint": str(args.run), "load_weights": not args.scratch,
                 "freeze_embeddings": args.freeze_embeddings, "freeze_transformer": args.probe}
-    training = {**FINETUNING, "epochs": 30 if args.probe else 10, **({"learning_rate": 3e-3} if args.probe else {})}
-    accuracies = []
+    training = {**FINETUNING, "epochs": args.epochs or (30 if args.probe else 10),
+                "learning_rate": args.lr or (3e-3 if args.probe else FINETUNING["learning_rate"])}
+    accuracies, val_accuracies = [], []
     for seed in SEEDS:
-        accuracies.append(train({
+        results = train(with_overrides(args.set, {
             "experiment": {"name": f"classifier_seed{seed}", "kind": "finetuning", "seed": seed,
                            "output_dir": str(args.out)},
             "data": {"train": str(reviews / "train.tsv"), "val": str(reviews / "val.tsv"),
                      "test": str(reviews / "test.tsv"), "text_column": "sentence", "label_column": "label",
                      "max_train_samples": args.labels},
             "task": {"type": "sequence_classification", "pooler": args.pooler},
-            "transfer": transfer, "training": training})["test"]["accuracy"])
-    print(f"test accuracy, seeds {SEEDS}: {', '.join(f'{a:.3f}' for a in accuracies)}; "
+            "transfer": transfer, "training": training}))
+        accuracies.append(results["test"]["accuracy"])
+        val_accuracies.append(results["val"]["accuracy"])
+    print(f"val accuracy mean {statistics.fmean(val_accuracies):.3f} ± {statistics.stdev(val_accuracies):.3f}; "
+          f"test accuracy, seeds {SEEDS}: {', '.join(f'{a:.3f}' for a in accuracies)}; "
           f"mean {statistics.fmean(accuracies):.3f} ± {statistics.stdev(accuracies):.3f}")
+
+
+def with_overrides(settings: list[str], config: dict) -> dict:
+    """`config` with each `section.key=value` of `--set` applied (the value read as YAML)."""
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        section, _, name = key.partition(".")
+        config.setdefault(section, {})[name] = yaml.safe_load(value)
+    return config
 
 
 def main() -> None:
@@ -114,6 +128,7 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--corpus", choices=["quickstart", "reviews", "review-rows"], default="quickstart")
     p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--seed", type=int, default=1337, help="the pretraining seed (finetuning always uses 1337, 1, 2)")
     p.add_argument("--mask", type=float, default=0.15)
     p.add_argument("--lr", type=float, default=TRAINING["learning_rate"])
     p.add_argument("--objective", default="masked_lm",
@@ -133,6 +148,10 @@ def main() -> None:
     f.add_argument("--scratch", action="store_true", help="the run's architecture and tokenizer, random weights")
     f.add_argument("--freeze-embeddings", action="store_true")
     f.add_argument("--probe", action="store_true", help="frozen backbone: a linear probe (30 epochs, lr 3e-3)")
+    f.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any other key of the finetuning config, e.g. training.eval_interval=6")
+    f.add_argument("--epochs", type=float, help="default 10 (30 for --probe)")
+    f.add_argument("--lr", type=float, help="default the quickstart's 5e-4 (3e-3 for --probe)")
     f.set_defaults(func=finetune)
     args = parser.parse_args()
     args.func(args)
