@@ -43,11 +43,15 @@ def trained_run(make_config, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("arch", "auto_class"), [("gpt", "AutoModelForCausalLM"), ("bert", "AutoModelForMaskedLM")])
-def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, auto_class):
-    run = trained_run(arch, positional="learned")  # GPT-2's and BERT's positions (bert defaults to rotary)
+@pytest.mark.parametrize(("arch", "positional", "auto_class", "hf_class"), [
+    ("gpt", "learned", "AutoModelForCausalLM", "GPT2LMHeadModel"),
+    ("bert", "learned", "AutoModelForMaskedLM", "BertForMaskedLM"),
+    ("bert", "rotary", "AutoModelForMaskedLM", "RoFormerForMaskedLM")])  # bert's default positions
+def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, positional, auto_class, hf_class):
+    run = trained_run(arch, positional=positional)
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     hf_model = getattr(transformers, auto_class).from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    assert type(hf_model).__name__ == hf_class
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     ours, tokenizer = load_model(run), load_tokenizer(run)
     for text in TEXTS:
@@ -63,11 +67,12 @@ def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, au
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("arch", "model"), [("gpt", {"positional": "rotary"}), ("bert", {})])
-def test_hf_export_refuses_an_unmappable_layout_with_exit_2(trained_run, tmp_path, capsys, arch, model):
+@pytest.mark.parametrize(("arch", "model", "key"), [("gpt", {"positional": "rotary"}, "positional"),
+                                                    ("bert", {"norm_position": "pre"}, "norm_position")])
+def test_hf_export_refuses_an_unmappable_layout_with_exit_2(trained_run, tmp_path, capsys, arch, model, key):
     run = trained_run(arch, **model)
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 2
-    assert "positional" in capsys.readouterr().err
+    assert key in capsys.readouterr().err
     assert not (tmp_path / "hf" / "config.json").exists()
 
 
@@ -95,16 +100,23 @@ def hf_directory(tmp_path, kind: str):
         config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=90, n_positions=64,
                                          bos_token_id=0, eos_token_id=1)
         model, body = transformers.GPT2LMHeadModel(config), "transformer"
+    elif kind == "roformer":
+        config = transformers.RoFormerConfig(hidden_size=32, embedding_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, vocab_size=90,
+                                             max_position_embeddings=64)
+        model, body = transformers.RoFormerForMaskedLM(config), "roformer"
     else:
         config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                          intermediate_size=64, vocab_size=90, max_position_embeddings=64)
         model, body = transformers.BertForMaskedLM(config), "bert"
+    fixed = {name: tensor.clone() for name, tensor in model.state_dict().items() if "embed_positions" in name}
     scramble(model)
+    model.load_state_dict(fixed, strict=False)  # RoFormer's sine table is fixed, not a weight to scramble
     model.save_pretrained(tmp_path / kind)
     return tmp_path / kind, getattr(model.eval(), body)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "roformer"])
 def test_hf_directory_imports_into_our_backbone_with_equal_hidden_states(tmp_path, kind):
     from model_foundry.models.registry import create_config
     from model_foundry.config.experiments import locate_checkpoint
@@ -114,7 +126,7 @@ def test_hf_directory_imports_into_our_backbone_with_equal_hidden_states(tmp_pat
     directory, hf_body = hf_directory(tmp_path, kind)
     checkpoint = locate_checkpoint(f"hf:{directory}", "transfer.init_from_checkpoint")
     meta = read_checkpoint_config(checkpoint)
-    assert meta["architecture"] == {"gpt2": "gpt", "bert": "bert"}[kind]
+    assert meta["architecture"] == {"gpt2": "gpt", "bert": "bert", "roformer": "bert"}[kind]
     cls, config = create_config(meta["architecture"], **meta["config"])
     ours = cls(config).eval()
     load_backbone_weights(ours, checkpoint, strict=True)

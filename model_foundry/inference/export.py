@@ -3,10 +3,11 @@
 - `export_merged_run`: the adapters of a LoRA run added into the base weights; the result is an
   ordinary run directory (tokenizer/, resolved_config.yaml without `lora`, checkpoints/<name>/,
   results.json) that `foundry predict` and `load_model` use like any other run.
-- `export_hf`: our gpt as `GPT2LMHeadModel`, our bert as `BertForMaskedLM` (config.json +
-  model.safetensors through transformers' own `save_pretrained`) with a tokenizer that
-  `AutoTokenizer` loads with its special tokens set. Layouts Hugging Face cannot express (rotary
-  positions, post-LN GPT, ...) are refused by the converters in `models/hf_conversion.py`. An
+- `export_hf`: our gpt as `GPT2LMHeadModel`, our bert as `RoFormerForMaskedLM` (rotary positions,
+  the default) or `BertForMaskedLM` (learned positions), the class chosen by `models/hf_formats.py`
+  (config.json + model.safetensors through transformers' own `save_pretrained`), with a tokenizer
+  that `AutoTokenizer` loads with its special tokens set. Layouts Hugging Face cannot express
+  (a rotary GPT, post-LN GPT, ...) are refused by the converters, with the key to change. An
   `electra` run (replaced token detection) has two networks, so it becomes two such directories:
   `discriminator/` (`ElectraForPreTraining`, the one to finetune) and `generator/`
   (`ElectraForMaskedLM`).
@@ -23,7 +24,6 @@ from model_foundry.config.loading import save_yaml
 from model_foundry.errors import UserError
 from model_foundry.inference.loading import checkpoint_of, load_tokenizer
 
-HF_EXPORTS = {"gpt": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}
 # Subdirectory -> class of the two networks of an `electra` run.
 ELECTRA_EXPORTS = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
 
@@ -62,18 +62,18 @@ def export_merged_run(run: str | Path, out: str | Path, checkpoint: str = "best"
 def export_hf(run: str | Path, out: str | Path, checkpoint: str = "best") -> Path:
     """The run's language model and tokenizer at `out`, in the format `transformers` loads."""
     from model_foundry.models import BaseLanguageModel
+    from model_foundry.models.hf_formats import EXPORT_CLASSES, EXPORTED_ARCHITECTURES
     from model_foundry.models.lora import has_lora, merge_lora
 
     run_dir = find_run(run)
     model = BaseLanguageModel.from_pretrained(checkpoint_of(run_dir, checkpoint))
     if has_lora(model):
         model = merge_lora(model)
-    if hasattr(model, "head_config") or model.architecture_name not in (*HF_EXPORTS, "electra"):
+    if hasattr(model, "head_config") or model.architecture_name not in (*EXPORTED_ARCHITECTURES, "electra"):
         kind = "a task model" if hasattr(model, "head_config") else f"a {model.architecture_name!r} model"
         raise UserError(f"Run {run_dir} holds {kind}; --format hf exports pretrained language models: "
-                        + ", ".join(f"{arch} as {cls}" for arch, cls in HF_EXPORTS.items())
-                        + ", electra as " + " and ".join(f"{cls} ({name}/)" for name, cls in ELECTRA_EXPORTS.items())
-                        + ".")
+                        f"{EXPORT_CLASSES}, electra as "
+                        + " and ".join(f"{cls} ({name}/)" for name, cls in ELECTRA_EXPORTS.items()) + ".")
     tokenizer = load_tokenizer(run_dir)
     # Converted before anything is written, so a refused layout leaves no partial export behind.
     if model.architecture_name == "electra":
@@ -89,15 +89,9 @@ def export_hf(run: str | Path, out: str | Path, checkpoint: str = "best") -> Pat
 
 def to_transformers(model, tokenizer):
     """The `transformers` model with our weights; the special token ids come from our tokenizer."""
-    from model_foundry.models import hf_conversion
+    from model_foundry.models.hf_formats import hf_export_of
 
-    if model.architecture_name == "gpt":
-        hf_config = hf_conversion.gpt_config_to_hf(model.config)
-        state = hf_conversion.gpt_state_dict_to_hf_gpt2(model.state_dict(), model.config)
-    else:
-        hf_config = hf_conversion.bert_config_to_hf(model.config)
-        state = hf_conversion.bert_state_dict_to_hf_bert(model.state_dict(), model.config)
-    return hf_model_with(HF_EXPORTS[model.architecture_name], hf_config, state, tokenizer)
+    return hf_model_with(*hf_export_of(model), tokenizer)
 
 
 def electra_to_transformers(model, tokenizer) -> dict:

@@ -15,7 +15,7 @@ from model_foundry.models.bert import Bert, BertConfig
 from model_foundry.models.electra import Electra, ElectraConfig
 from model_foundry.models.gpt import GPT, GPTConfig
 from model_foundry.models.hf_backbone import HFConfig, HFModel
-from model_foundry.models.hf_conversion import read_checkpoint_config
+from model_foundry.models.hf_formats import read_checkpoint_config
 from model_foundry.models.hybrid import HybridConfig, HybridLM
 from model_foundry.models.recurrent import GRU, LSTM, RNN, GRUConfig, LSTMConfig, RNNConfig, RecurrentConfig
 from model_foundry.models.registry import (ARCHITECTURES, PRESETS, create_config, create_model, get_architecture,

@@ -17,15 +17,11 @@ encoders are BERT's layers under `electra.`.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from model_foundry.checkpoint_files import CONFIG_FILE, HF_CONFIG, read_model_config
 from model_foundry.errors import UserError
 from model_foundry.models.bert import BertConfig
 from model_foundry.models.electra import ElectraConfig
@@ -123,13 +119,7 @@ def bert_state_dict_from_hf_bert(hf_state_dict: Mapping[str, Tensor], config: Be
     has_head = "cls.predictions.bias" in hf
     ours = {our: take(hf, theirs, "BERT") for our, theirs in BERT_OUTSIDE_BLOCKS
             if has_head or not theirs.startswith("cls.")}
-    for i in range(config.n_layer):
-        layer = f"bert.encoder.layer.{i}"
-        for our, theirs in BERT_BLOCK:
-            ours[f"backbone.blocks.{i}.{our}"] = take(hf, f"{layer}.{theirs}", "BERT")
-        for part in ("weight", "bias"):
-            pieces = [take(hf, f"{layer}.attention.self.{name}.{part}", "BERT") for name in BERT_QKV]
-            ours[f"backbone.blocks.{i}.attn.qkv.{part}"] = torch.cat(pieces, dim=0)
+    ours.update(bert_layers_from_hf(hf, "bert.encoder.layer", "backbone.blocks", config.n_layer, "BERT"))
     if has_head:
         ours["mlm_head.decoder.weight"] = ours["backbone.token_embedding.weight"]
     return ours
@@ -156,6 +146,19 @@ def bert_layers_to_hf(state_dict: Mapping[str, Tensor], ours: str, theirs: str, 
             for name, piece in zip(BERT_QKV, fused.chunk(3, dim=0)):
                 hf[f"{theirs}.{i}.attention.self.{name}.{part}"] = piece.contiguous()
     return hf
+
+
+def bert_layers_from_hf(hf: Mapping[str, Tensor], theirs: str, ours: str, n_layer: int, source: str) -> StateDict:
+    """Hugging Face BERT-layout layers `<theirs>.<i>.*` as our blocks `<ours>.<i>.*`, query/key/value fused."""
+    blocks = {}
+    for i in range(n_layer):
+        layer = f"{theirs}.{i}"
+        for our, their in BERT_BLOCK:
+            blocks[f"{ours}.{i}.{our}"] = take(hf, f"{layer}.{their}", source)
+        for part in ("weight", "bias"):
+            pieces = [take(hf, f"{layer}.attention.self.{name}.{part}", source) for name in BERT_QKV]
+            blocks[f"{ours}.{i}.attn.qkv.{part}"] = torch.cat(pieces, dim=0)
+    return blocks
 
 
 def electra_state_dicts_to_hf(state_dict: Mapping[str, Tensor], config: ElectraConfig) -> dict[str, StateDict]:
@@ -211,10 +214,15 @@ def bert_config_from_hf(hf_config: Mapping) -> BertConfig:
     """Our `BertConfig` from a Hugging Face BERT config dict."""
     refuse_hf_features(hf_config, {"position_embedding_type": "absolute", "is_decoder": False,
                                    "add_cross_attention": False}, "BERT")
+    return bert_config_from_layout(hf_config, "learned")
+
+
+def bert_config_from_layout(hf_config: Mapping, positional: str) -> BertConfig:
+    """Our `BertConfig` with `positional` positions from the keys Hugging Face's BERT-layout configs share."""
     return BertConfig(vocab_size=hf_config["vocab_size"], pad_token_id=hf_config.get("pad_token_id"),
                       n_layer=hf_config["num_hidden_layers"], n_head=hf_config["num_attention_heads"],
                       n_embd=hf_config["hidden_size"], intermediate_size=hf_config["intermediate_size"],
-                      block_size=hf_config["max_position_embeddings"], positional="learned",
+                      block_size=hf_config["max_position_embeddings"], positional=positional,
                       dropout=hf_config.get("hidden_dropout_prob", 0.0),
                       activation=activation_from_hf(hf_config.get("hidden_act", "gelu"), "hidden_act"),
                       layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
@@ -244,13 +252,18 @@ def gpt_config_to_hf(config: GPTConfig) -> dict:
 
 def bert_config_to_hf(config: BertConfig) -> dict:
     """A Hugging Face `BertConfig` dict for our BERT, if its layout is BERT's."""
-    require_layout(config, {"norm_position": "post", "positional": "learned", "attention_type": "bidirectional",
-                            "bias": True, "embedding_norm": True}, "BERT")
+    return {"model_type": "bert", "architectures": ["BertForMaskedLM"], **bert_layout_to_hf(config, "learned", "BERT")}
+
+
+def bert_layout_to_hf(config: BertConfig, positional: str, target: str) -> dict:
+    """The config keys Hugging Face's BERT-layout classes (BERT, RoFormer) share, if `config` has that layout
+    with `positional` positions; `target` names the class in a refusal."""
+    require_layout(config, {"norm_position": "post", "positional": positional, "attention_type": "bidirectional",
+                            "bias": True, "embedding_norm": True}, target)
     if config.type_vocab_size < 1:
-        raise UserError("model.type_vocab_size is 0, but Hugging Face BERT always has segment embeddings; "
-                        "this model cannot be exported in BERT format.")
-    return {"model_type": "bert", "architectures": ["BertForMaskedLM"], "vocab_size": config.vocab_size,
-            "hidden_size": config.n_embd, "num_hidden_layers": config.n_layer,
+        raise UserError(f"model.type_vocab_size is 0, but Hugging Face {target} always has segment embeddings; "
+                        f"this model cannot be exported in {target} format.")
+    return {"vocab_size": config.vocab_size, "hidden_size": config.n_embd, "num_hidden_layers": config.n_layer,
             "num_attention_heads": config.n_head, "intermediate_size": config.mlp_size,
             "hidden_act": ACTIVATIONS_TO_HF[config.activation], "hidden_dropout_prob": config.dropout,
             "attention_probs_dropout_prob": config.dropout, "max_position_embeddings": config.block_size,
@@ -278,24 +291,3 @@ def electra_configs_to_hf(config: ElectraConfig) -> dict[str, dict]:
                               "num_attention_heads": config.n_head, "intermediate_size": config.mlp_size},
             "generator": {**shared, "architectures": ["ElectraForMaskedLM"], "hidden_size": generator.n_embd,
                           "num_attention_heads": generator.n_head, "intermediate_size": generator.mlp_size}}
-
-
-# Hugging Face model_type -> (our architecture, config converter), for `hf:DIR` checkpoints.
-HF_CONFIG_CONVERTERS = {"gpt2": ("gpt", gpt_config_from_hf), "bert": ("bert", bert_config_from_hf)}
-
-
-def is_hf_directory(checkpoint: Path) -> bool:
-    return (checkpoint / HF_CONFIG).is_file() and not (checkpoint / CONFIG_FILE).is_file()
-
-
-def read_checkpoint_config(checkpoint: Path) -> dict:
-    """`model_config.json` of a checkpoint; for a Hugging Face directory, the same built from its config.json."""
-    if not is_hf_directory(checkpoint):
-        return read_model_config(checkpoint)
-    hf_config = json.loads((checkpoint / HF_CONFIG).read_text(encoding="utf-8"))
-    model_type = hf_config.get("model_type")
-    if model_type not in HF_CONFIG_CONVERTERS:
-        raise UserError(f"{checkpoint / HF_CONFIG} describes a {model_type!r} model; hf: imports into our "
-                        f"backbones only {', '.join(HF_CONFIG_CONVERTERS)} (use model.architecture: hf for others).")
-    architecture, convert = HF_CONFIG_CONVERTERS[model_type]
-    return {"architecture": architecture, "config": asdict(convert(hf_config))}

@@ -26,20 +26,11 @@ from model_foundry.checkpoint_files import WEIGHTS_FILE, load_state, read_weight
 from model_foundry.config.schema import TransferSection
 from model_foundry.errors import UserError
 from model_foundry.models.base import INIT_STD
-from model_foundry.models.hf_conversion import is_hf_directory, read_checkpoint_config
+from model_foundry.models.hf_formats import hf_state_dict_as_ours, is_hf_directory
 from model_foundry.training.unfreezing import Unfreezing, freezes_whole_backbone, unfreeze_step
 
 HEAD = "head"
 BACKBONE = "backbone"
-
-
-def hf_state_dict_as_ours(state: dict, checkpoint: Path, config) -> dict:
-    """The tensors of a Hugging Face GPT-2 / BERT directory under our names (`config` gives the depth)."""
-    from model_foundry.models import hf_conversion
-
-    if read_checkpoint_config(checkpoint)["architecture"] == "gpt":
-        return hf_conversion.gpt_state_dict_from_hf_gpt2(state, config)
-    return hf_conversion.bert_state_dict_from_hf_bert(state, config)
 
 
 def load_backbone_weights(model: nn.Module, checkpoint: Path, strict: bool) -> None:
