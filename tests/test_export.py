@@ -45,6 +45,7 @@ def trained_run(make_config, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(("arch", "positional", "auto_class", "hf_class"), [
     ("gpt", "learned", "AutoModelForCausalLM", "GPT2LMHeadModel"),
+    ("gpt", "rotary", "AutoModelForCausalLM", "GPTNeoXForCausalLM"),
     ("bert", "learned", "AutoModelForMaskedLM", "BertForMaskedLM"),
     ("bert", "rotary", "AutoModelForMaskedLM", "RoFormerForMaskedLM")])  # bert's default positions
 def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, positional, auto_class, hf_class):
@@ -67,7 +68,7 @@ def test_hf_export_gives_equal_logits_and_tokens(trained_run, tmp_path, arch, po
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("arch", "model", "key"), [("gpt", {"positional": "rotary"}, "positional"),
+@pytest.mark.parametrize(("arch", "model", "key"), [("gpt", {"positional": "sinusoidal"}, "positional"),
                                                     ("bert", {"norm_position": "pre"}, "norm_position")])
 def test_hf_export_refuses_an_unmappable_layout_with_exit_2(trained_run, tmp_path, capsys, arch, model, key):
     run = trained_run(arch, **model)
@@ -100,6 +101,13 @@ def hf_directory(tmp_path, kind: str):
         config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=90, n_positions=64,
                                          bos_token_id=0, eos_token_id=1)
         model, body = transformers.GPT2LMHeadModel(config), "transformer"
+    elif kind == "gpt_neox":
+        config = transformers.GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                            intermediate_size=64, vocab_size=90, max_position_embeddings=64,
+                                            use_parallel_residual=False, tie_word_embeddings=True,
+                                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                             "partial_rotary_factor": 1.0})
+        model, body = transformers.GPTNeoXForCausalLM(config), "gpt_neox"
     elif kind == "roformer":
         config = transformers.RoFormerConfig(hidden_size=32, embedding_size=32, num_hidden_layers=2,
                                              num_attention_heads=2, intermediate_size=64, vocab_size=90,
@@ -116,7 +124,7 @@ def hf_directory(tmp_path, kind: str):
     return tmp_path / kind, getattr(model.eval(), body)
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "bert", "roformer"])
+@pytest.mark.parametrize("kind", ["gpt2", "gpt_neox", "bert", "roformer"])
 def test_hf_directory_imports_into_our_backbone_with_equal_hidden_states(tmp_path, kind):
     from model_foundry.models.registry import create_config
     from model_foundry.config.experiments import locate_checkpoint
@@ -126,7 +134,7 @@ def test_hf_directory_imports_into_our_backbone_with_equal_hidden_states(tmp_pat
     directory, hf_body = hf_directory(tmp_path, kind)
     checkpoint = locate_checkpoint(f"hf:{directory}", "transfer.init_from_checkpoint")
     meta = read_checkpoint_config(checkpoint)
-    assert meta["architecture"] == {"gpt2": "gpt", "bert": "bert", "roformer": "bert"}[kind]
+    assert meta["architecture"] == {"gpt2": "gpt", "gpt_neox": "gpt", "bert": "bert", "roformer": "bert"}[kind]
     cls, config = create_config(meta["architecture"], **meta["config"])
     ours = cls(config).eval()
     load_backbone_weights(ours, checkpoint, strict=True)

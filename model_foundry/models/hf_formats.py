@@ -6,7 +6,8 @@ config and weights of a model, and an `hf:DIR` checkpoint (`transfer.init_from_c
 
 | ours | Hugging Face |
 |---|---|
-| gpt, learned positions (GPT-2's layout) | `GPT2LMHeadModel` (`gpt2`) |
+| gpt, learned positions (GPT-2's layout, the default) | `GPT2LMHeadModel` (`gpt2`) |
+| gpt, rotary positions | `GPTNeoXForCausalLM` (`gpt_neox`) |
 | bert, learned positions (BERT's layout) | `BertForMaskedLM` (`bert`) |
 | bert, rotary positions (the default) | `RoFormerForMaskedLM` (`roformer`) |
 
@@ -27,6 +28,8 @@ from model_foundry.errors import UserError
 from model_foundry.models.hf_conversion import (bert_config_from_hf, bert_config_to_hf, bert_state_dict_from_hf_bert,
                                                 bert_state_dict_to_hf_bert, gpt_config_from_hf, gpt_config_to_hf,
                                                 gpt_state_dict_from_hf_gpt2, gpt_state_dict_to_hf_gpt2)
+from model_foundry.models.hf_gpt_neox import (gpt_config_from_hf_gpt_neox, gpt_config_to_hf_gpt_neox,
+                                              gpt_state_dict_from_hf_gpt_neox, gpt_state_dict_to_hf_gpt_neox)
 from model_foundry.models.hf_roformer import (bert_config_from_hf_roformer, bert_config_to_hf_roformer,
                                               bert_state_dict_from_hf_roformer, bert_state_dict_to_hf_roformer)
 
@@ -41,17 +44,20 @@ class HFFormat(NamedTuple):
 HF_IMPORTS = {
     "gpt2": HFFormat("gpt", gpt_config_from_hf, gpt_state_dict_from_hf_gpt2),
     "bert": HFFormat("bert", bert_config_from_hf, bert_state_dict_from_hf_bert),
-    "roformer": HFFormat("bert", bert_config_from_hf_roformer,
-                         bert_state_dict_from_hf_roformer),
+    "gpt_neox": HFFormat("gpt", gpt_config_from_hf_gpt_neox, gpt_state_dict_from_hf_gpt_neox),
+    "roformer": HFFormat("bert", bert_config_from_hf_roformer, bert_state_dict_from_hf_roformer),
 }
 EXPORTED_ARCHITECTURES = ("gpt", "bert")
-EXPORT_CLASSES = "gpt as GPT2LMHeadModel, bert as RoFormerForMaskedLM (rotary positions) or BertForMaskedLM (learned)"
+EXPORT_CLASSES = ("gpt as GPT2LMHeadModel (learned positions) or GPTNeoXForCausalLM (rotary), "
+                  "bert as RoFormerForMaskedLM (rotary positions) or BertForMaskedLM (learned)")
 
 
 def hf_export_of(model) -> tuple[str, dict, dict[str, Tensor]]:
     """(transformers class name, config dict, state dict) of our gpt or bert; a layout the class cannot
     express is refused with the key to change."""
     config, state = model.config, model.state_dict()
+    if model.architecture_name == "gpt" and config.positional == "rotary":
+        return "GPTNeoXForCausalLM", gpt_config_to_hf_gpt_neox(config), gpt_state_dict_to_hf_gpt_neox(state, config)
     if model.architecture_name == "gpt":
         return "GPT2LMHeadModel", gpt_config_to_hf(config), \
             gpt_state_dict_to_hf_gpt2(state, config)
