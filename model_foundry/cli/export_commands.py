@@ -11,8 +11,8 @@ def export(args: Namespace) -> None:
     from model_foundry.inference.export import export_hf, export_merged_run
 
     if args.format == "hf":
-        out = export_hf(args.run, args.out, args.checkpoint)
-        print(f"Hugging Face model and tokenizer written to {out} (load with transformers' Auto classes).")
+        out, written_as = export_hf(args.run, args.out, args.checkpoint)
+        print(f"Hugging Face model and tokenizer written to {out} as {written_as}.")
     elif args.merge_lora:
         out = export_merged_run(args.run, args.out, args.checkpoint)
         print(f"Run with LoRA merged written to {out} (use it like any run: foundry predict {out} ...).")

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from model_foundry.errors import UserError
 from model_foundry.inference.generation import eval_mode
+from model_foundry.models.base import masked_lm_logits
 
 MASK_PLACEHOLDER = "[MASK]"
 # In these tokenizers a word's token carries the space before it ("Ġcat", "▁cat"), so the mask,
@@ -49,13 +50,6 @@ def check_can_fill_masks(model: nn.Module) -> None:
     raise UserError(f"A {kind!r} model was not trained to fill masks (its objective is "
                     f"{getattr(model, 'default_task', 'unknown')!r}); use a bert or hybrid masked language model "
                     "(use generate for gpt).")
-
-
-def masked_lm_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """Vocabulary logits (batch, time, vocab) of the model's masked-LM head."""
-    if hasattr(model, "masked_lm_logits"):
-        return model.masked_lm_logits(input_ids, attention_mask)
-    return model(input_ids, attention_mask=attention_mask).logits
 
 
 def masked_text_ids(tokenizer, text: str) -> list[int]:

@@ -1,5 +1,7 @@
 """Load a finished run's model and tokenizer, or rebuild the whole run (config, tokenizer, task,
-model) for eval, predict, summary and the dry run, from a run directory or an experiment name."""
+model) for eval, predict, summary and the dry run, from a run directory or an experiment name.
+`load_model` and `load_tokenizer` also read a Hugging Face directory named `hf:DIR` (what
+`foundry export --format hf` writes, or a GPT-2, GPT-NeoX, BERT or RoFormer one)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +10,14 @@ from pathlib import Path
 from torch import nn
 
 from model_foundry.config import FoundryConfig, load_config
-from model_foundry.config.experiments import find_run, locate_checkpoint
+from model_foundry.checkpoint_files import WEIGHTS_FILE, load_state, read_weights
+from model_foundry.config.experiments import HF_PREFIX, find_run, locate_checkpoint
 from model_foundry.errors import UserError
-from model_foundry.models import BaseLanguageModel
+from model_foundry.models import BaseLanguageModel, read_checkpoint_config
+from model_foundry.models.base import build_described_model
+from model_foundry.models.hf_formats import hf_state_dict_as_ours, is_self_contained
 from model_foundry.tasks import Task, build_task
-from model_foundry.tokenizer import load_any_tokenizer
+from model_foundry.tokenizer import FoundryTokenizer, load_any_tokenizer
 
 
 def checkpoint_of(run_dir: Path, checkpoint: str = "best") -> Path:
@@ -23,10 +28,27 @@ def checkpoint_of(run_dir: Path, checkpoint: str = "best") -> Path:
 
 def load_model(run: str | Path, checkpoint: str = "best") -> BaseLanguageModel:
     """The model of `run` in eval mode; `checkpoint` is best (default, else last), last or step_N."""
+    if str(run).startswith(HF_PREFIX):
+        return load_hf_directory(locate_checkpoint(str(run), "the model"))
     return BaseLanguageModel.from_pretrained(checkpoint_of(find_run(run), checkpoint)).eval()
 
 
+def load_hf_directory(directory: Path) -> BaseLanguageModel:
+    """Our model with the weights of a Hugging Face directory, every tensor accounted for."""
+    meta = read_checkpoint_config(directory)
+    model = build_described_model(meta, directory / "config.json")
+    state = hf_state_dict_as_ours(read_weights(directory / WEIGHTS_FILE), directory, model.config)
+    load_state(model, state, directory)
+    model.tie_weights()
+    return model.eval()
+
+
 def load_tokenizer(run: str | Path):
+    """The run's tokenizer; for `hf:DIR`, ours where we exported it self-contained (its tokenizer.json is
+    the run's own file), else the directory's Hugging Face tokenizer."""
+    if str(run).startswith(HF_PREFIX):
+        directory = locate_checkpoint(str(run), "the model")
+        return FoundryTokenizer.load(directory) if is_self_contained(directory) else load_any_tokenizer(directory)
     return load_any_tokenizer(find_run(run) / "tokenizer")
 
 

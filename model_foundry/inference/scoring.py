@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from model_foundry.errors import UserError
-from model_foundry.inference.fill_mask import masked_lm_logits
 from model_foundry.inference.generation import context_size, eval_mode
+from model_foundry.models.base import masked_lm_logits
 from model_foundry.tasks.registry import sees_both_directions
 from model_foundry.training.precision import autocast, resolve_precision
 

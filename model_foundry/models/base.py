@@ -43,6 +43,14 @@ def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
+def masked_lm_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Vocabulary logits (batch, time, vocab) of the model's masked-LM head: its `masked_lm_logits` when it has
+    another objective too (hybrid, electra), else its forward pass (a masked LM)."""
+    if hasattr(model, "masked_lm_logits"):
+        return model.masked_lm_logits(input_ids, attention_mask)
+    return model(input_ids, attention_mask=attention_mask).logits
+
+
 def init_normal(module: nn.Module, std: float = INIT_STD) -> None:
     """GPT-2 / BERT initialisation: weights of Linear and Embedding ~ N(0, std), biases zero."""
     if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -11,7 +11,10 @@ config and weights of a model, and an `hf:DIR` checkpoint (`transfer.init_from_c
 | bert, learned positions (BERT's layout) | `BertForMaskedLM` (`bert`) |
 | bert, rotary positions (the default) | `RoFormerForMaskedLM` (`roformer`) |
 
-ELECTRA's two networks are exported by `inference/export.py` (`hf_conversion.electra_*`), never imported.
+Every other model is exported self-contained (`models/hf_remote.py`, model_type `model_foundry`): its
+config.json carries our own description and its weights our names under `foundry.`, so it comes back in
+as exactly what it was. ELECTRA's two native networks are exported by `inference/export.py`
+(`hf_conversion.electra_*`), never imported.
 """
 from __future__ import annotations
 
@@ -47,9 +50,8 @@ HF_IMPORTS = {
     "gpt_neox": HFFormat("gpt", gpt_config_from_hf_gpt_neox, gpt_state_dict_from_hf_gpt_neox),
     "roformer": HFFormat("bert", bert_config_from_hf_roformer, bert_state_dict_from_hf_roformer),
 }
-EXPORTED_ARCHITECTURES = ("gpt", "bert")
-EXPORT_CLASSES = ("gpt as GPT2LMHeadModel (learned positions) or GPTNeoXForCausalLM (rotary), "
-                  "bert as RoFormerForMaskedLM (rotary positions) or BertForMaskedLM (learned)")
+SELF_CONTAINED = "model_foundry"  # model_type of our self-contained exports
+SELF_CONTAINED_PREFIX = "foundry."  # their weights: our names under the wrapper's attribute
 
 
 def hf_export_of(model) -> tuple[str, dict, dict[str, Tensor]]:
@@ -72,24 +74,37 @@ def is_hf_directory(checkpoint: Path) -> bool:
     return (checkpoint / HF_CONFIG).is_file() and not (checkpoint / CONFIG_FILE).is_file()
 
 
+def read_hf_config(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / HF_CONFIG).read_text(encoding="utf-8"))
+
+
 def hf_format_of(checkpoint: Path) -> tuple[HFFormat, dict]:
     """(the format, the parsed config.json) of a Hugging Face directory we can import."""
-    hf_config = json.loads((checkpoint / HF_CONFIG).read_text(encoding="utf-8"))
+    hf_config = read_hf_config(checkpoint)
     model_type = hf_config.get("model_type")
     if model_type not in HF_IMPORTS:
         raise UserError(f"{checkpoint / HF_CONFIG} describes a {model_type!r} model; hf: imports into our "
-                        f"backbones only {', '.join(HF_IMPORTS)} (use model.architecture: hf for others).")
+                        f"backbones only {', '.join(HF_IMPORTS)} and our own self-contained exports "
+                        "(use model.architecture: hf for others).")
     return HF_IMPORTS[model_type], hf_config
+
+
+def is_self_contained(checkpoint: Path) -> bool:
+    return read_hf_config(checkpoint).get("model_type") == SELF_CONTAINED
 
 
 def read_checkpoint_config(checkpoint: Path) -> dict:
     """`model_config.json` of a checkpoint; for a Hugging Face directory, the same built from its config.json."""
     if not is_hf_directory(checkpoint):
         return read_model_config(checkpoint)
+    if is_self_contained(checkpoint):
+        return read_hf_config(checkpoint)["foundry_model"]
     hf_format, hf_config = hf_format_of(checkpoint)
     return {"architecture": hf_format.architecture, "config": asdict(hf_format.config_from_hf(hf_config))}
 
 
 def hf_state_dict_as_ours(state: Mapping[str, Tensor], checkpoint: Path, config) -> dict[str, Tensor]:
     """The tensors of a Hugging Face directory under our names (`config`, ours, gives the depth)."""
+    if is_self_contained(checkpoint):
+        return {name.removeprefix(SELF_CONTAINED_PREFIX): tensor for name, tensor in state.items()}
     return hf_format_of(checkpoint)[0].state_from_hf(state, config)

@@ -60,6 +60,22 @@ class TaskHeadConfig:
                               t1=self.bitempered_t1, t2=self.bitempered_t2)
 
 
+def to_original_scale(values: Tensor, target_range: list[float] | None) -> Tensor:
+    """A scorer's outputs in the scale of its training targets (`target_range` [min, max] was mapped to [0, 1])."""
+    if target_range is None:
+        return values
+    low, high = target_range
+    return values * (high - low) + low
+
+
+def to_unit_scale(values, target_range: list[float] | None):
+    """Targets (a number or a tensor) mapped as training mapped them: [min, max] to [0, 1]."""
+    if target_range is None:
+        return values
+    low, high = target_range
+    return (values - low) / (high - low)
+
+
 class TaskModel(BaseLanguageModel):
     """backbone -> (pooler) -> head -> criterion. `logits` are per class, per token, or the score."""
 

@@ -14,7 +14,7 @@ import torch
 from model_foundry.data import SequenceExample, encode_sequence, load_tensor_file, read_sequence_examples
 from model_foundry.data.labelled import LabelSet, Truncations
 from model_foundry.errors import UserError
-from model_foundry.models.task_model import TaskHeadConfig, TaskModel
+from model_foundry.models.task_model import TaskHeadConfig, TaskModel, to_original_scale, to_unit_scale
 from model_foundry.tasks.finetuning import FinetuningTask, criterion_settings
 from model_foundry.tasks.metrics import classification_metrics, multilabel_metrics, scoring_metrics
 from model_foundry.tasks.registry import register_task
@@ -184,21 +184,14 @@ class SequenceScoringTask(SequenceTask):
             self.target_range = None
 
     def encode_label(self, example: SequenceExample, split_key: str) -> float:
-        target = self.target_of(example)
-        if self.target_range is None:
-            return target
-        low, high = self.target_range
-        return (target - low) / (high - low)
+        return to_unit_scale(self.target_of(example), self.target_range)
 
     def head_config(self, labels: LabelSet | None, target_range: list[float] | None) -> TaskHeadConfig:
         return TaskHeadConfig(task="sequence_scoring", num_outputs=1, score_activation=self.config.task.score_activation,
                               target_range=target_range, **self.head_settings())
 
     def original_scale(self, values: torch.Tensor) -> torch.Tensor:
-        if self.target_range is None:
-            return values
-        low, high = self.target_range
-        return values * (high - low) + low
+        return to_original_scale(values, self.target_range)
 
     def metrics(self, outputs: list[torch.Tensor], batches: list[dict]) -> dict:
         predictions = self.original_scale(torch.cat(outputs))
