@@ -149,6 +149,11 @@ def predicted_rows(task: str, run, texts: list[str]) -> list:
 def test_pipeline_predicts_what_foundry_predict_does(finetuned, backbone, task):
     run, export = finetuned[backbone, task]
     texts = ["the dog runs", "a cat sleeps"] if task == "tagger" else [*TEXTS, "great fun", "terrible acting"]
+    assert_same_predictions(task, export, run, texts)
+
+
+def assert_same_predictions(task: str, export, run, texts: list[str]) -> None:
+    """The pipeline on `export` and `foundry predict` on `run`: the same labels, and probabilities within 1e-4."""
     theirs, ours = pipeline_rows(task, export, texts), predicted_rows(task, run, texts)
     if task in ("tagger", "scorer"):
         assert theirs == (ours if task == "tagger" else pytest.approx(ours, abs=1e-4))
@@ -235,6 +240,69 @@ def test_foundry_eval_reads_an_export_as_it_reads_the_run(trained_run, tmp_path,
         reports.append(json.loads((tmp_path / "report.json").read_text()))
         assert reports[-1].pop("model") == source
     assert reports[0] == reports[1] and reports[0]["pairs"] == 3
+
+
+@pytest.mark.slow
+def test_a_lora_classifier_exports_merged_and_predicts_like_the_lora_run(tmp_path):
+    from tests.test_lora import lora_run_config, run_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_sentiment(data / "train.tsv", 32, 1)
+    write_sentiment(data / "dev.tsv", 8, 2)
+    write_sentiment(data / "test.tsv", 8, 3)
+    model_foundry.train(lora_run_config(tmp_path, data, "lora", 4))
+    run = run_dir(tmp_path, "lora")
+    assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert "lora" not in config["foundry_model"]  # merged into the weights, not an adapter to apply
+    assert_same_predictions("classifier", tmp_path / "hf", run, [*TEXTS, "great fun", "terrible acting"])
+
+
+@pytest.mark.slow
+def test_a_classifier_on_a_hugging_face_backbone_exports_too(tmp_path):
+    from tests.test_hf_backbone import example_script, hf_config
+
+    script = example_script()
+    tiny, data = script.write_tiny_models(tmp_path / "tiny"), tmp_path / "data"
+    data.mkdir()
+    script.write_sentiment(data)
+    model_foundry.train(hf_config(tmp_path, tiny["llama"], data, training={"max_steps": 2}))
+    run = tmp_path / "experiments" / "finetuning" / "hf_ft"
+    assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    theirs = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", trust_remote_code=True)
+    batch = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", trust_remote_code=True)(
+        ["good movie", "a bad movie"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = theirs.eval()(**batch).logits
+    assert (logits - our_logits(run, batch["input_ids"], batch["attention_mask"])).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_the_loading_contract_of_the_babylm_and_lm_eval_pipelines(trained_run, tmp_path):
+    """What those pipelines do with a model directory (we cannot run them here, offline): the tokenizer
+    through AutoProcessor with right padding and character offsets, the model through AutoModelForCausalLM
+    (backend `causal`) or AutoModelForMaskedLM (`mlm`) with trust_remote_code, and AutoModel's hidden
+    states under the head their finetuning adds."""
+    run = trained_run("hybrid")
+    assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    processor = transformers.AutoProcessor.from_pretrained(tmp_path / "hf", padding_side="right",
+                                                           trust_remote_code=True)
+    sentence = "the cat sat on the mat ."
+    encoded = processor(text=sentence, return_offsets_mapping=True)
+    assert encoded["input_ids"] == load_tokenizer(run).encode_for_model(sentence)
+    assert all(0 <= start <= end <= len(sentence) for start, end in encoded["offset_mapping"])
+    ids = torch.tensor([encoded["input_ids"]])
+    ours = load_model(run)
+    with torch.no_grad():
+        for auto_class, expected in (("AutoModelForCausalLM", ours(ids).logits),
+                                     ("AutoModelForMaskedLM", masked_lm_logits(ours, ids, None)),
+                                     ("AutoModel", ours.backbone(ids)[0])):
+            model = getattr(transformers, auto_class).from_pretrained(tmp_path / "hf", trust_remote_code=True,
+                                                                      revision=None).to("cpu").eval()
+            output = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            got = output.last_hidden_state if auto_class == "AutoModel" else output.logits
+            assert (got - expected).abs().max() < 1e-4, auto_class
 
 
 FRESH_PROCESS = """

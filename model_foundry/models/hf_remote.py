@@ -27,13 +27,14 @@ from model_foundry.models.bert import Bert
 from model_foundry.models.cross_entropy import IGNORE_INDEX
 from model_foundry.models.electra import Electra
 from model_foundry.models.gpt import GPT
+from model_foundry.models.hf_backbone import HFModel
 from model_foundry.models.hybrid import HybridLM
 from model_foundry.models.recurrent import GRU, LSTM, RNN
 from model_foundry.models.task_model import (SEQUENCE_TASKS, TaskHeadConfig, TaskModel, to_original_scale,
                                              to_unit_scale)
 
 # Imported for their registration: a description names its architecture, and these are the ones an export holds.
-ARCHITECTURES = (Bert, Electra, GPT, HybridLM, GRU, LSTM, RNN)
+ARCHITECTURES = (Bert, Electra, GPT, HFModel, HybridLM, GRU, LSTM, RNN)
 DESCRIPTION = Path("config.json")  # where a bad description is reported
 # transformers' problem_type -> our task and criterion, for a head made on a pretrained export.
 PROBLEM_TYPES = {"single_label_classification": ("sequence_classification", "cross_entropy"),
