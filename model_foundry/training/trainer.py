@@ -36,6 +36,7 @@ from model_foundry.tasks.base import add_totals, move_to, real_tokens
 from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.compilation import compiled, replays_cuda_graphs
 from model_foundry.training.distributed import Workers, check_world_size, step_pieces
+from model_foundry.training.evaluation import evaluate_stream, stream_totals
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
 from model_foundry.training.ignored_keys import ignored_training_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
@@ -48,27 +49,6 @@ from model_foundry.training.schedules import make_schedule, total_steps
 from model_foundry.training.step_state import (Counters, StepLoss, StepResult, TrainingInterrupted, Window,
                                                install_stop_handlers, restore_handlers, without_full_masks)
 from model_foundry.training.transfer import TransferPlan
-
-
-def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device,
-                    precision: str, limit: int | None = None) -> dict:
-    """The task's metrics over one ordered pass of `stream` (its first `limit` batches, or all)."""
-    return task.metrics_from_totals(stream_totals(task, model, stream, device, precision, limit))
-
-
-def stream_totals(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device, precision: str,
-                  limit: int | None = None, share: tuple[int, int] = (0, 1)) -> dict:
-    """The task's evaluation totals over one ordered pass of `stream` (its first `limit` batches, or
-    all); with `share` (rank, processes), over every processes-th batch from the rank-th on."""
-    rank, processes = share
-    batches = (move_to(b, device) for i, b in enumerate(stream.one_pass())
-               if (limit is None or i < limit) and i % processes == rank)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        totals = task.evaluation_totals(model, batches, autocast(device, precision))
-    model.train(was_training)
-    return totals
 
 
 class Trainer:
