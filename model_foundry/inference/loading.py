@@ -22,7 +22,8 @@ def checkpoint_of(run_dir: Path, checkpoint: str = "best") -> Path:
 
 
 def load_model(run: str | Path, checkpoint: str = "best") -> BaseLanguageModel:
-    """The model of `run` in eval mode; `checkpoint` is best (default, else last), last or step_N."""
+    """The model of `run` in eval mode; `checkpoint` is best (default, else last), last, step_N,
+    words_N or tokens_N (any directory under the run's checkpoints/)."""
     return BaseLanguageModel.from_pretrained(checkpoint_of(find_run(run), checkpoint)).eval()
 
 
