@@ -64,9 +64,9 @@ class TextMilestones:
 
     def announcement(self) -> str | None:
         """The line a run with `save_at_words` prints when it starts: how it counts words."""
-        if not self.counts_words or self.windows is None:
-            return None
         windows = self.windows
+        if not self.counts_words or windows is None:  # (of() refuses save_at_words without counted windows)
+            return None
         corpus_tokens = len(windows.tokens)
         return (f"training.save_at_words: {WORD_COUNTING}; here {windows.corpus_words:,} words / "
                 f"{corpus_tokens:,} tokens = {windows.corpus_words / corpus_tokens:.4f} words per token, "
