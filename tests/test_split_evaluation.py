@@ -12,7 +12,7 @@ import pytest
 from model_foundry.config import load_config
 from model_foundry.tasks.base import add_totals
 from model_foundry.training.run import absolute_paths, build_trainer
-from model_foundry.training.trainer import evaluate_stream, stream_totals
+from model_foundry.training.evaluation import evaluate_stream, stream_totals
 
 SENTIMENT = [("a good film", "pos"), ("great fun", "pos"), ("i loved it", "pos"), ("a bad film", "neg"),
              ("awful fun", "neg"), ("i hated it", "neg"), ("not good", "neg")] * 5

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "sentence similarity")
     evaluate.add_argument("run", help="run directory or experiment name")
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
-    evaluate.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    evaluate.add_argument("--checkpoint", default="best", help="best (default), last, step_N, words_N or tokens_N")
     evaluate.add_argument("--minimal-pairs", nargs="+", metavar="PATH",
                           help="JSONL pair files or directories of them (builtin: the package's English pairs)")
     evaluate.add_argument("--similarity", type=Path, metavar="FILE",
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: the run's natural pooler (a classifier's own; mean for models that read both "
                             "ways; last for causal ones)")
     embed.add_argument("--column", default="text", help="tsv/csv/jsonl input: the column of the texts (default text)")
-    embed.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    embed.add_argument("--checkpoint", default="best", help="best (default), last, step_N, words_N or tokens_N")
     embed.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
     embed.set_defaults(handler=commands.embed)
 
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", type=Path, metavar="FILE", help="JSONL rows (default: stdout)")
     score.add_argument("--objective", choices=["clm", "mlm"], help="hybrid runs: which side scores (default clm)")
     score.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
-    score.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    score.add_argument("--checkpoint", default="best", help="best (default), last, step_N, words_N or tokens_N")
     score.set_defaults(handler=inference_commands.score)
 
     predict = sub.add_parser("predict", help="predictions of a finetuned run (labels, scores or tags)")
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text", help="one text to predict (words split on spaces for token tasks)")
     predict.add_argument("--output", type=Path, metavar="FILE", help="JSONL, or CSV by extension (default: stdout)")
     predict.add_argument("--threshold", type=float, default=0.5, help="multi-label: probability to assign a label")
-    predict.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    predict.add_argument("--checkpoint", default="best", help="best (default), last, step_N, words_N or tokens_N")
     predict.set_defaults(handler=commands.predict)
 
     generate = sub.add_parser("generate", help="continue a prompt with a trained causal language model")
@@ -174,14 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-k", type=int, help="sample only among the K most likely tokens")
     generate.add_argument("--top-p", type=float, help="sample only among the most likely tokens that make up P")
     generate.add_argument("--seed", type=int, help="make the sampling reproducible")
-    generate.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    generate.add_argument("--checkpoint", default="best", help="best (default), last, step_N, words_N or tokens_N")
     generate.set_defaults(handler=inference_commands.generate)
 
     fill_mask = sub.add_parser("fill-mask", help="the most likely tokens at each [MASK] of a text")
     fill_mask.add_argument("run", help="run directory or experiment name")
     fill_mask.add_argument("--text", required=True, help='e.g. "the cat [MASK] on the mat"')
     fill_mask.add_argument("--top-k", type=int, default=5, help="candidates per mask (default 5)")
-    fill_mask.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    fill_mask.add_argument("--checkpoint", default="best", help="best (default), last, step_N, words_N or tokens_N")
     fill_mask.set_defaults(handler=inference_commands.fill_mask)
 
     export = sub.add_parser("export", help="a run with LoRA merged (--merge-lora), or in Hugging Face format")
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["foundry", "hf"], default="foundry",
                         help="foundry: a run directory (default); hf: config.json + model.safetensors + tokenizer")
     export.add_argument("--merge-lora", action="store_true", help="add the LoRA adapters into the base weights")
-    export.add_argument("--checkpoint", default="best", help="best (default), last or step_N")
+    export.add_argument("--checkpoint", default="best", help="best (default), last, step_N, words_N or tokens_N")
     export.set_defaults(handler=export_commands.export)
 
     runs = sub.add_parser("runs", help="table of runs with their results")

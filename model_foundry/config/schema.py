@@ -258,6 +258,13 @@ class TrainingSection(Section):
     save_interval: int | None = Field(None, ge=1)
     # How many step_N checkpoints to keep (the newest).
     keep_last_n: int = Field(2, ge=0)
+    # Also keep checkpoints/tokens_N at the first step by which the run has trained on N real input
+    # tokens (every process's), for each N of this increasing list; never rotated by keep_last_n.
+    save_at_tokens: list[int] = []
+    # Also keep checkpoints/words_N at the first step by which the run's windows stand for N words
+    # of the corpus (whitespace-separated; docs/training.md says how they are counted), for each N
+    # of this increasing list (BabyLM: 1000000, 2000000, ...); pretraining on text, not .pt files.
+    save_at_words: list[int] = []
     # The val metric that picks checkpoints/best and stops early; None: the task's (loss for pretraining,
     # accuracy, token_accuracy or pearson for finetuning).
     best_metric: str | None = None
@@ -284,6 +291,17 @@ class TrainingSection(Section):
     strict: bool = True
     # resume_from: take the weights only, not the optimizer state or the step.
     load_only_model_state: bool = False
+
+    @field_validator("save_at_tokens", "save_at_words")
+    @classmethod
+    def increasing_amounts(cls, amounts: list[int]) -> list[int]:
+        """Milestones are positive and strictly increasing, so each names one checkpoint, in order."""
+        if any(n < 1 for n in amounts):
+            raise ValueError("every amount must be a positive whole number")
+        if any(later <= earlier for earlier, later in zip(amounts, amounts[1:])):
+            raise ValueError(f"amounts must be strictly increasing (sorted, no repeats), for example "
+                             f"{sorted(set(amounts))}")
+        return amounts
 
     @model_validator(mode="after")
     def one_warmup(self) -> "TrainingSection":

@@ -6,6 +6,10 @@ on the same inputs maps the existing file at once; a changed file or tokenizer b
 
 A build writes to a temporary file and renames it into place, and the metadata file (which marks
 the entry as complete) is written last, so a killed build never leaves a half file that looks done.
+
+The metadata also holds the corpus's words (whitespace-separated, `str.split`, counted while the
+texts are tokenized), so a run can say how many words of text its windows stand for
+(`training.save_at_words`).
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ from model_foundry.data.sources import iter_texts
 from model_foundry.errors import UserError
 
 # Bump when the layout of cached files or the way they are built changes: old entries then miss.
-CACHE_FORMAT_VERSION = 1
+# 2: the metadata holds num_words.
+CACHE_FORMAT_VERSION = 2
 HASH_BLOCK_BYTES = 1 << 20
 # encode_batch gets up to this many texts / characters at once: enough for the tokenizer's own
 # parallelism, bounded so memory stays flat however large the corpus.
@@ -46,11 +51,13 @@ class TokenizerLike(Protocol):
 
 @dataclass(frozen=True)
 class TokenFile:
-    """A flat file of token ids on disk; `array()` maps it read-only without loading it."""
+    """A flat file of token ids on disk; `array()` maps it read-only without loading it. `num_words`:
+    the whitespace-separated words of the texts its tokens came from."""
 
     path: Path
     dtype: type
     num_tokens: int
+    num_words: int
 
     def array(self) -> np.memmap:
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
@@ -76,7 +83,7 @@ def tokenize_to_cache(paths: Sequence[Path], tokenizer: TokenizerLike, cache_dir
     tmp_path = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp_path, "wb") as out:
-            num_tokens = write_tokens(out, paths, tokenizer, fmt, text_column, separator_id, dtype)
+            num_tokens, num_words = write_tokens(out, paths, tokenizer, fmt, text_column, separator_id, dtype)
         if num_tokens == 0:
             raise UserError(f"Tokenizing {', '.join(map(str, paths))} gave no tokens: the data is empty "
                             f"(check data.format {fmt!r} and data.text_column {text_column!r}).")
@@ -84,10 +91,10 @@ def tokenize_to_cache(paths: Sequence[Path], tokenizer: TokenizerLike, cache_dir
     finally:
         tmp_path.unlink(missing_ok=True)
     metadata = {"format_version": CACHE_FORMAT_VERSION, "dtype": np.dtype(dtype).name, "num_tokens": num_tokens,
-                "files": [str(p) for p in paths], "format": fmt, "text_column": text_column,
+                "num_words": num_words, "files": [str(p) for p in paths], "format": fmt, "text_column": text_column,
                 "separator_id": separator_id}
     write_json_atomically(meta_path, metadata)
-    return TokenFile(bin_path, dtype, num_tokens)
+    return TokenFile(bin_path, dtype, num_tokens, num_words)
 
 
 def cache_key(paths: Sequence[Path], tokenizer: TokenizerLike, fmt: str, text_column: str,
@@ -131,23 +138,26 @@ def read_cached(bin_path: Path, meta_path: Path, dtype: type) -> TokenFile | Non
         return None
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-        num_tokens = int(metadata["num_tokens"])
+        num_tokens, num_words = int(metadata["num_tokens"]), int(metadata["num_words"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
     expected_bytes = num_tokens * np.dtype(dtype).itemsize
     if metadata.get("dtype") != np.dtype(dtype).name or bin_path.stat().st_size != expected_bytes:
         return None
-    return TokenFile(bin_path, dtype, num_tokens)
+    return TokenFile(bin_path, dtype, num_tokens, num_words)
 
 
 def write_tokens(out: BinaryIO, paths: Sequence[Path], tokenizer: TokenizerLike, fmt: str, text_column: str,
-                 separator_id: int | None, dtype: type) -> int:
-    """Append every document's ids (and separators) to `out`; returns how many tokens were written."""
+                 separator_id: int | None, dtype: type) -> tuple[int, int]:
+    """Append every document's ids (and separators) to `out`; returns how many tokens were written
+    and how many whitespace-separated words their texts hold (a text file's chunks end on line
+    boundaries, so no word is split between two chunks)."""
     separator = [] if separator_id is None else [separator_id]
-    written = 0
+    written = words = 0
     for path in paths:
         texts = iter_texts(path, fmt, text_column)
         for batch in batched_texts(texts):
+            words += sum(len(text.split()) for text in batch)
             encoded = tokenizer.encode_batch(batch)
             if fmt == "text":  # chunks of one file continue each other: no separator between them
                 ids = [token for document in encoded for token in document]
@@ -156,7 +166,7 @@ def write_tokens(out: BinaryIO, paths: Sequence[Path], tokenizer: TokenizerLike,
             written += append_ids(out, ids, dtype, tokenizer.vocab_size)
         if fmt == "text":
             written += append_ids(out, separator, dtype, tokenizer.vocab_size)
-    return written
+    return written, words
 
 
 def batched_texts(texts: Iterable[str]) -> Iterator[list[str]]:

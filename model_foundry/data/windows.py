@@ -2,6 +2,12 @@
 
 Windows are cut back to back from a span of the stream (a train or val range) and read from the
 memory map only when asked for, so the corpus is never copied into memory.
+
+Words seen: a window stands for the `stride` corpus tokens it advances through (the [CLS] a masked
+window adds, and the label token a causal window shares with the next, are not text of its own),
+and a corpus token for the corpus's words per token, counted when the token cache was built. So n
+windows hold n x stride x corpus words / corpus tokens words (rounded down): the corpus's average,
+exact over whole passes of it, not the words of those particular windows.
 """
 from __future__ import annotations
 
@@ -11,14 +17,17 @@ from torch.utils.data import Dataset
 
 
 class TokenSpanWindows(Dataset):
-    """Back-to-back windows of `stride` tokens within `span`, each read with `extra` tokens more."""
+    """Back-to-back windows of `stride` tokens within `span`, each read with `extra` tokens more.
+    `corpus_words`: the whitespace-separated words of the text all of `tokens` came from (None: not
+    counted, so `words_in` cannot say)."""
 
-    def __init__(self, tokens: np.ndarray, span: range, stride: int, extra: int):
+    def __init__(self, tokens: np.ndarray, span: range, stride: int, extra: int, corpus_words: int | None = None):
         if span.step != 1 or span.start < 0 or span.stop > len(tokens):
             raise ValueError(f"span {span} is not a contiguous range within the {len(tokens)} tokens.")
         if stride < 1:
             raise ValueError(f"windows need a positive length, got {stride}.")
         self.tokens, self.span, self.stride, self.extra = tokens, span, stride, extra
+        self.corpus_words = corpus_words
         self.num_windows = max(0, (len(span) - extra) // stride)
 
     def __len__(self) -> int:
@@ -31,6 +40,13 @@ class TokenSpanWindows(Dataset):
         start = self.span.start + index * self.stride
         return torch.from_numpy(self.tokens[start:start + self.stride + self.extra].astype(np.int64))
 
+    def words_in(self, windows: int) -> int | None:
+        """The words `windows` windows stand for: their corpus tokens x the corpus's words per token,
+        rounded down (see the module's docstring); None where the corpus's words were not counted."""
+        if self.corpus_words is None:
+            return None
+        return windows * self.stride * self.corpus_words // len(self.tokens)
+
 
 class CausalWindows(TokenSpanWindows):
     """Windows of `block` inputs whose labels are the next tokens.
@@ -39,8 +55,8 @@ class CausalWindows(TokenSpanWindows):
     is the first input of the next), so every token of the span is predicted exactly once.
     """
 
-    def __init__(self, tokens: np.ndarray, span: range, block: int):
-        super().__init__(tokens, span, stride=block, extra=1)
+    def __init__(self, tokens: np.ndarray, span: range, block: int, corpus_words: int | None = None):
+        super().__init__(tokens, span, stride=block, extra=1, corpus_words=corpus_words)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         ids = self.window(index)
@@ -54,9 +70,10 @@ class MaskedWindows(TokenSpanWindows):
     them and makes the labels.
     """
 
-    def __init__(self, tokens: np.ndarray, span: range, block: int, cls_id: int | None):
+    def __init__(self, tokens: np.ndarray, span: range, block: int, cls_id: int | None,
+                 corpus_words: int | None = None):
         text_tokens = block - 1 if cls_id is not None else block
-        super().__init__(tokens, span, stride=text_tokens, extra=0)
+        super().__init__(tokens, span, stride=text_tokens, extra=0, corpus_words=corpus_words)
         self.cls_id = cls_id
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ from model_foundry.errors import UserError
 from model_foundry.inference.loading import rebuild_run
 from model_foundry.training.precision import resolve_device, resolve_precision
 from model_foundry.training.run import cache_directory
-from model_foundry.training.trainer import evaluate_stream
+from model_foundry.training.evaluation import evaluate_stream
 
 
 def evaluate_run(run: str | Path, split: str = "val", checkpoint: str = "best") -> dict:

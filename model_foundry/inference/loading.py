@@ -27,7 +27,8 @@ def checkpoint_of(run_dir: Path, checkpoint: str = "best") -> Path:
 
 
 def load_model(run: str | Path, checkpoint: str = "best") -> BaseLanguageModel:
-    """The model of `run` in eval mode; `checkpoint` is best (default, else last), last or step_N."""
+    """The model of `run` in eval mode; `checkpoint` is best (default, else last), last, step_N,
+    words_N or tokens_N (any directory under the run's checkpoints/); `run` may be `hf:DIR`."""
     if str(run).startswith(HF_PREFIX):
         return load_hf_directory(locate_checkpoint(str(run), "the model"))
     return BaseLanguageModel.from_pretrained(checkpoint_of(find_run(run), checkpoint)).eval()

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from model_foundry.data import (CausalLMCollator, CausalWindows, MaskedLMCollator, MaskedWindows,
-                                guess_format, load_tensor_file, resolve_paths, split_train_val,
+                                TokenFile, guess_format, load_tensor_file, resolve_paths, split_train_val,
                                 tokenize_to_cache)
 from model_foundry.errors import UserError
 from model_foundry.models.registry import create_config, get_architecture
@@ -85,16 +85,16 @@ class LanguageModelingTask(Task):
                                    for s in ("train", "val", "test")))
         train_tokens = self.token_file(train_paths, fmt, cache_dir)
         if data.val.path is not None:
-            train = self.windows(train_tokens.array(), range(train_tokens.num_tokens), block)
+            train = self.windows(train_tokens, range(train_tokens.num_tokens), block)
             val = self.windows_from(data.val.path, "data.val.path", fmt, cache_dir, block)
         else:
             train_span, val_span = split_train_val(train_tokens.num_tokens, data.val_fraction)
-            train = self.windows(train_tokens.array(), train_span, block)
-            val = self.windows(train_tokens.array(), val_span, block) if len(val_span) > block + 1 else None
+            train = self.windows(train_tokens, train_span, block)
+            val = self.windows(train_tokens, val_span, block) if len(val_span) > block + 1 else None
         test = self.windows_from(data.test.path, "data.test.path", fmt, cache_dir, block)
         return DatasetSplits(train, val, test)
 
-    def token_file(self, paths: list[Path], fmt: str, cache_dir: Path):
+    def token_file(self, paths: list[Path], fmt: str, cache_dir: Path) -> TokenFile:
         return tokenize_to_cache(paths, self.tokenizer, cache_dir, fmt=fmt,
                                  text_column=self.config.data.text_column, separator_id=self.tokenizer.eos_id)
 
@@ -102,12 +102,13 @@ class LanguageModelingTask(Task):
         if spec is None:
             return None
         tokens = self.token_file(resolve_paths(spec, key), fmt, cache_dir)
-        return self.windows(tokens.array(), range(tokens.num_tokens), block)
+        return self.windows(tokens, range(tokens.num_tokens), block)
 
-    def windows(self, tokens, span: range, block: int) -> Dataset:
+    def windows(self, tokens: TokenFile, span: range, block: int) -> Dataset:
+        """Packed windows over `span` of the token file, which know the words they stand for."""
         if self.causal:
-            return CausalWindows(tokens, span, block)
-        return MaskedWindows(tokens, span, block, self.tokenizer.cls_id)
+            return CausalWindows(tokens.array(), span, block, tokens.num_words)
+        return MaskedWindows(tokens.array(), span, block, self.tokenizer.cls_id, tokens.num_words)
 
     def tensor_split(self, spec, key: str, block: int) -> Dataset | None:
         if spec is None:

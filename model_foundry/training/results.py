@@ -47,6 +47,7 @@ def write_results(trainer, logger) -> dict:
             "wall_s": round(counters.elapsed_s, 2),
         },
     }
+    results["run"].update(trainer.milestones.results(counters))
     for split in ("val", "test"):
         if split in trainer.eval_streams:
             results[split] = trainer.evaluate(split)

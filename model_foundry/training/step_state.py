@@ -97,7 +97,8 @@ class Counters:
     """Everything about the loop's position that a checkpoint must restore."""
 
     step: int = 0
-    tokens: int = 0
+    tokens: int = 0  # real (non-padding) input tokens trained on, every process's
+    rows: int = 0  # rows (windows, examples) trained on, every process's
     best_metric: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0

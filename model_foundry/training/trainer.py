@@ -36,9 +36,11 @@ from model_foundry.tasks.base import add_totals, move_to, real_tokens
 from model_foundry.training import checkpoints as ckpt
 from model_foundry.training.compilation import compiled, replays_cuda_graphs
 from model_foundry.training.distributed import Workers, check_world_size, step_pieces
+from model_foundry.training.evaluation import evaluate_stream, stream_totals
 from model_foundry.training.flops import TrainingFlops, model_flops_utilisation, peak_flops
 from model_foundry.training.ignored_keys import ignored_training_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
+from model_foundry.training.milestones import TextMilestones
 from model_foundry.training.non_finite import FiniteGuard
 from model_foundry.training.optimizer import build_optimizer, parameter_groups
 from model_foundry.training.precision import (autocast, make_grad_scaler, precision_note, resolve_device,
@@ -48,27 +50,6 @@ from model_foundry.training.schedules import make_schedule, total_steps
 from model_foundry.training.step_state import (Counters, StepLoss, StepResult, TrainingInterrupted, Window,
                                                install_stop_handlers, restore_handlers, without_full_masks)
 from model_foundry.training.transfer import TransferPlan
-
-
-def evaluate_stream(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device,
-                    precision: str, limit: int | None = None) -> dict:
-    """The task's metrics over one ordered pass of `stream` (its first `limit` batches, or all)."""
-    return task.metrics_from_totals(stream_totals(task, model, stream, device, precision, limit))
-
-
-def stream_totals(task: Task, model: torch.nn.Module, stream: BatchStream, device: torch.device, precision: str,
-                  limit: int | None = None, share: tuple[int, int] = (0, 1)) -> dict:
-    """The task's evaluation totals over one ordered pass of `stream` (its first `limit` batches, or
-    all); with `share` (rank, processes), over every processes-th batch from the rank-th on."""
-    rank, processes = share
-    batches = (move_to(b, device) for i, b in enumerate(stream.one_pass())
-               if (limit is None or i < limit) and i % processes == rank)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        totals = task.evaluation_totals(model, batches, autocast(device, precision))
-    model.train(was_training)
-    return totals
 
 
 class Trainer:
@@ -99,6 +80,8 @@ class Trainer:
                                                drop_last=False)
                              for name, ds in (("val", splits.val), ("test", splits.test)) if ds is not None}
         self.total_steps = total_steps(tc, self.train_stream.batches_per_epoch)
+        self.milestones = TextMilestones.of(tc, splits.train)
+        self.rows_per_step = tc.batch_size * tc.gradient_accumulation_steps  # the stream's batches are full (drop_last)
         steps_per_epoch = self.train_stream.batches_per_epoch / tc.gradient_accumulation_steps
         self.transfer = TransferPlan(config.transfer, self.model, steps_per_epoch)
         self.optimizer = build_optimizer(parameter_groups(self.model, tc.weight_decay, self.transfer.group_of),
@@ -129,8 +112,9 @@ class Trainer:
         """Everything a checkpoint restores; with several processes, each one's RNG states too (a
         collective: every process calls it)."""
         c = self.counters
-        state = {"step": c.step, "tokens": c.tokens, "best_metric": c.best_metric, "best_step": c.best_step,
-                 "evals_without_improvement": c.evals_without_improvement, "elapsed_s": c.elapsed_s,
+        state = {"step": c.step, "tokens": c.tokens, "rows": c.rows, "best_metric": c.best_metric,
+                 "best_step": c.best_step, "evals_without_improvement": c.evals_without_improvement,
+                 "elapsed_s": c.elapsed_s,
                  "epoch": self.train_stream.epoch, "data": self.train_stream.state_dict(),
                  "optimizer": self.model_state.optimizer_state(self.model, self.optimizer),
                  "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(), "rng": ckpt.capture_rng()}
@@ -144,10 +128,13 @@ class Trainer:
         self.train_stream.load_state_dict(state["data"])
         self.schedule.load_state_dict(state["schedule"])
         self.restore_rng(state)
-        self.counters = Counters(step=state["step"], tokens=state["tokens"], best_metric=state["best_metric"],
-                                 best_step=state["best_step"],
+        # A checkpoint from before rows were counted: every step's global batch is full (drop_last).
+        rows = state.get("rows", state["step"] * self.rows_per_step)
+        self.counters = Counters(step=state["step"], tokens=state["tokens"], rows=rows,
+                                 best_metric=state["best_metric"], best_step=state["best_step"],
                                  evals_without_improvement=state["evals_without_improvement"],
                                  elapsed_s=state["elapsed_s"])
+        self.milestones.skip_reached(self.counters)
         self.finite_guard.finite_at = self.counters.step  # checkpoints are written finite
 
     def restore_rng(self, state: dict) -> None:
@@ -189,6 +176,8 @@ class Trainer:
         their intervals, log, evaluate and write checkpoints. `last` is written once when the run ends.
         """
         progress = Progress(self.total_steps, self.counters.step, label, enabled=self.workers.is_writer)
+        if announcement := self.milestones.announcement():
+            progress.message(announcement)
         previous_handlers = install_stop_handlers(self.request_stop)
         self.model.train()
         self.peak_flops = peak_flops(self.device, self.precision)  # before the clock: no log window pays for it
@@ -238,9 +227,10 @@ class Trainer:
         return self.schedule.apply(self.optimizer, self.counters.step)
 
     def count_step(self, result: StepResult, window: Window) -> None:
-        """Count a finished step: the step itself, and its tokens and FLOPs for the run and the log window."""
+        """Count a finished step: the step itself, its rows, and its tokens and FLOPs for the run and the log window."""
         self.counters.step += 1
         self.counters.tokens += result.tokens
+        self.counters.rows += self.rows_per_step
         window.tokens += result.tokens
         window.flops += result.flops
 
@@ -249,9 +239,12 @@ class Trainer:
         return self.counters.step % interval == 0 or self.counters.step == self.total_steps
 
     def save_step_checkpoints(self, ending: bool) -> None:
-        """`step_N` every `save_interval` steps (the newest `keep_last_n` kept), and `last` at every eval or
-        save step the run goes on from; when it is `ending`, `fit` writes `last` once, after the loop."""
+        """`step_N` every `save_interval` steps (the newest `keep_last_n` kept), `tokens_N` and `words_N` at
+        the step that reaches N (`milestones`), and `last` at every eval or save step the run goes on
+        from; when it is `ending`, `fit` writes `last` once, after the loop."""
         tc, step = self.config.training, self.counters.step
+        for name in self.milestones.due(self.counters):
+            self.save(name)
         at_save = bool(tc.save_interval) and step % tc.save_interval == 0
         if at_save:
             self.save(f"step_{step}")
