@@ -209,6 +209,11 @@ def test_generation_and_fill_mask_pipelines_run_on_the_exports(trained_run, tmp_
     greedy = theirs.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
                              eos_token_id=None, pad_token_id=tokenizer.pad_id)[0, len(prompt):].tolist()
     assert greedy == generate(load_model(lstm), [prompt], max_new_tokens=8, top_k=1)[0]
+    # auto_map names only the classes that fit, so transformers refuses AutoModelForMaskedLM itself; the class
+    # used directly says which one fits.
+    masked_class = sys.modules[type(theirs).__module__].FoundryForMaskedLM
+    with pytest.raises(Exception, match="not a masked language model; load it with AutoModelForCausalLM"):
+        masked_class.from_pretrained(tmp_path / "lstm")
     generator = transformers.pipeline("text-generation", model=str(tmp_path / "lstm"), trust_remote_code=True)
     assert generator("the cat", max_new_tokens=4, do_sample=False)[0]["generated_text"].startswith("the cat")
 

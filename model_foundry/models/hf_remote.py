@@ -132,11 +132,7 @@ class FoundryForCausalLM(FoundryPreTrainedModel, GenerationMixin):
     here as transformers' causal LMs do. Generation re-reads the whole sequence at each step (no cache)."""
 
     def build_foundry(self, config: FoundryConfig) -> BaseLanguageModel:
-        model = super().build_foundry(config)
-        if isinstance(model, TaskModel) or not is_causal_lm(model):
-            raise UserError(f"This export holds a {describe(model)}, not a causal language model; load it with "
-                            f"{suggested_auto_class(model)}.")
-        return model
+        return checked_language_model(super().build_foundry(config), is_causal_lm, "causal")
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
                 token_type_ids: Tensor | None = None, output_hidden_states: bool | None = None,
@@ -159,11 +155,7 @@ class FoundryForMaskedLM(FoundryPreTrainedModel):
     """`AutoModelForMaskedLM`: vocabulary logits at every position (a hybrid's bidirectional stack)."""
 
     def build_foundry(self, config: FoundryConfig) -> BaseLanguageModel:
-        model = super().build_foundry(config)
-        if isinstance(model, TaskModel) or not is_masked_lm(model):
-            raise UserError(f"This export holds a {describe(model)}, not a masked language model; load it with "
-                            f"{suggested_auto_class(model)}.")
-        return model
+        return checked_language_model(super().build_foundry(config), is_masked_lm, "masked")
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
                 token_type_ids: Tensor | None = None, **unused: Any) -> MaskedLMOutput:
@@ -233,6 +225,15 @@ class FoundryForTokenClassification(FoundryTaskModel):
         output = self.foundry(**self.model_inputs(input_ids, attention_mask, token_type_ids), labels=labels,
                               output_hidden_states=bool(output_hidden_states))
         return TokenClassifierOutput(loss=output.loss, logits=output.logits, hidden_states=output.hidden_states)
+
+
+def checked_language_model(model: BaseLanguageModel, fits, kind: str) -> BaseLanguageModel:
+    """`model`, when it is a `kind` ("causal" or "masked") language model; else an error naming the Auto class
+    that fits it."""
+    if isinstance(model, TaskModel) or not fits(model):
+        raise UserError(f"This export holds a {describe(model)}, not a {kind} language model; load it with "
+                        f"{suggested_auto_class(model)}.")
+    return model
 
 
 def describe(model: nn.Module) -> str:
