@@ -356,7 +356,7 @@ def test_model_code_is_flattened_with_relative_imports_only(tmp_path):
     from model_foundry.inference.remote_code import flattened_source
 
     modules = module_closure()
-    assert "model_foundry.models.hf_remote" in modules and "model_foundry.training.trainer" not in modules
+    assert "model_foundry.inference.remote_model" in modules and "model_foundry.training.trainer" not in modules
     for module in modules:
         source = flattened_source(module)
         assert "from model_foundry" not in source and "import model_foundry" not in source, module

@@ -119,7 +119,7 @@ def write_remote_code_export(model, tokenizer, tokenizer_file: Path, out: Path) 
 def remote_code_config(model, tokenizer) -> dict:
     """config.json of a self-contained export: our description, the Auto classes it serves, labels and ids."""
     from model_foundry.inference.remote_code import auto_map
-    from model_foundry.models.hf_remote import AUTO_CLASSES, FoundryConfig, is_causal_lm, is_masked_lm
+    from model_foundry.inference.remote_model import AUTO_CLASSES, FoundryConfig, is_causal_lm, is_masked_lm
 
     autos = ["AutoConfig", "AutoModel"]
     labels: dict = {}

@@ -1,7 +1,7 @@
 """A self-contained Hugging Face export: our own model code, flattened into the export directory.
 
 For a model no `transformers` class computes exactly, `foundry export --format hf` writes
-`models/hf_remote.py` as `modeling_foundry.py` and every module of ours that it imports, each as
+`inference/remote_model.py` as `modeling_foundry.py` and every module of ours that it imports, each as
 one flat file beside it (`model_foundry.models.backbones.attention` -> `foundry_models_backbones_attention.py`),
 with `from model_foundry.x.y import ...` rewritten to `from .foundry_x_y import ...`. transformers
 copies a remote-code module together with its relative imports, so `AutoModel*.from_pretrained(DIR,
@@ -17,7 +17,7 @@ from pathlib import Path
 import model_foundry
 
 PACKAGE = "model_foundry"
-ENTRY_MODULE = "model_foundry.models.hf_remote"
+ENTRY_MODULE = "model_foundry.inference.remote_model"
 ENTRY_FILE = "modeling_foundry"
 IMPORT_LINE = re.compile(r"^(\s*)from model_foundry((?:\.\w+)+) import", re.MULTILINE)
 
@@ -88,6 +88,6 @@ def write_model_code(out: Path) -> list[str]:
 
 def auto_map(auto_classes: list[str]) -> dict[str, str]:
     """config.json's `auto_map`: each Auto class -> `modeling_foundry.<our class>`."""
-    from model_foundry.models.hf_remote import AUTO_CLASSES
+    from model_foundry.inference.remote_model import AUTO_CLASSES
 
     return {auto: f"{ENTRY_FILE}.{AUTO_CLASSES[auto].__name__}" for auto in auto_classes}

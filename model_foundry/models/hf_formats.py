@@ -11,7 +11,7 @@ config and weights of a model, and an `hf:DIR` checkpoint (`transfer.init_from_c
 | bert, learned positions (BERT's layout) | `BertForMaskedLM` (`bert`) |
 | bert, rotary positions (the default) | `RoFormerForMaskedLM` (`roformer`) |
 
-Every other model is exported self-contained (`models/hf_remote.py`, model_type `model_foundry`): its
+Every other model is exported self-contained (`inference/remote_model.py`, model_type `model_foundry`): its
 config.json carries our own description and its weights our names under `foundry.`, so it comes back in
 as exactly what it was. ELECTRA's two native networks are exported by `inference/export.py`
 (`hf_conversion.electra_*`), never imported.
