@@ -28,12 +28,13 @@ def scramble(model: torch.nn.Module) -> None:
 
 @pytest.fixture
 def trained_run(make_config, tmp_path):
-    def build(arch: str, **model):
+    def build(arch: str, name: str | None = None, **model):
         config = make_config(arch, training={"max_steps": 2, "eval_interval": 2},
                              tokenizer={"type": "bpe", "vocab_size": 300})
         config["model"].update(model)
+        config["experiment"]["name"] = name = name or f"tiny_{arch}"
         model_foundry.train(config)
-        directory = tmp_path / "experiments" / "pretraining" / f"tiny_{arch}"
+        directory = tmp_path / "experiments" / "pretraining" / name
         checkpoint = directory / "checkpoints" / "best"
         trained = load_model(directory)
         scramble(trained)

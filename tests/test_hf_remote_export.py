@@ -329,16 +329,30 @@ print(json.dumps(results))
 """
 
 
+# Every architecture and layout, native or self-contained: (name, architecture, model settings, Auto class).
+LANGUAGE_MODELS = [("gpt_learned", "gpt", {"positional": "learned"}, "AutoModelForCausalLM"),
+                   ("gpt_rotary", "gpt", {"positional": "rotary"}, "AutoModelForCausalLM"),
+                   ("bert_rotary", "bert", {}, "AutoModelForMaskedLM"),
+                   ("bert_learned", "bert", {"positional": "learned"}, "AutoModelForMaskedLM"),
+                   ("electra", "electra", {}, "AutoModelForMaskedLM"),
+                   ("hybrid_two_stack", "hybrid", {"hybrid_design": "two_stack"}, "AutoModelForMaskedLM"),
+                   ("hybrid_shared", "hybrid", {"hybrid_design": "shared"}, "AutoModelForCausalLM"),
+                   ("lstm", "lstm", {}, "AutoModelForCausalLM"), ("gru", "gru", {}, "AutoModelForCausalLM"),
+                   ("rnn", "rnn", {}, "AutoModelForCausalLM")]
+
+
 @pytest.mark.slow
 def test_exports_load_in_a_process_without_model_foundry(finetuned, trained_run, tmp_path):
-    hybrid = trained_run("hybrid")
-    assert main(["export", str(hybrid), "--format", "hf", "--out", str(tmp_path / "hybrid")]) == 0
-    cases = [(str(tmp_path / "hybrid"), "AutoModelForMaskedLM", hybrid)]
-    cases += [(str(export), AUTO_CLASS[task], run) for (backbone, task), (run, export) in finetuned.items()
-              if task in ("classifier", "tagger")]
+    cases = []
+    for name, arch, model, auto_class in LANGUAGE_MODELS:
+        run = trained_run(arch, name=name, **model)
+        assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf" / name)]) == 0
+        cases.append((str(tmp_path / "hf" / name), auto_class, run))
+    cases += [(str(export), AUTO_CLASS[task], run) for (backbone, task), (run, export) in finetuned.items()]
     ids = {directory: [load_tokenizer(run).encode_for_model("a good film")] for directory, _, run in cases}
     request = json.dumps([(directory, auto_class, ids[directory]) for directory, auto_class, _ in cases])
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    assert len(cases) == 22
     done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, request], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -347,6 +361,8 @@ def test_exports_load_in_a_process_without_model_foundry(finetuned, trained_run,
         batch = torch.tensor(ids[directory])
         if auto_class == "AutoModelForMaskedLM":
             expected = masked_lm_logits(load_model(run), batch, None)
+        elif auto_class == "AutoModelForCausalLM":
+            expected = load_model(run)(batch).logits
         else:
             expected = our_logits(run, batch, None)
         assert (torch.tensor(results[directory]) - expected).abs().max() < 1e-4, directory
