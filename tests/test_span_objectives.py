@@ -241,6 +241,15 @@ def test_a_checkpoint_fills_masks_and_a_classifier_starts_from_its_backbone(tmp_
     tokenizer = load_tokenizer(run)
     candidates = fill_mask(model, tokenizer, f"ab{tokenizer.mask_token}c", top_k=3)
     assert len(candidates) == 1 and len(candidates[0]) == 3
+    # It exports as the language model it wraps (the sentence head is for pretraining only): a RoFormer.
+    from model_foundry.cli.main import main
+
+    assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    transformers = pytest.importorskip("transformers")
+    exported = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.tensor([tokenizer.encode_for_model("abcab")])
+    with torch.no_grad():
+        assert (exported(ids).logits - model(ids).logits).abs().max() < 1e-4
     for split, rows, seed in (("train", 64, 1), ("dev", 16, 2), ("test", 16, 3)):
         write_sentiment(tmp_path / f"{split}.tsv", rows, seed)
     model_foundry.train(finetune_config(tmp_path, run, tmp_path, transfer={"init_from_checkpoint": str(run),
