@@ -245,6 +245,8 @@ def test_foundry_eval_reads_an_export_as_it_reads_the_run(trained_run, tmp_path,
         reports.append(json.loads((tmp_path / "report.json").read_text()))
         assert reports[-1].pop("model") == source
     assert reports[0] == reports[1] and reports[0]["pairs"] == 3
+    assert main(["eval", f"hf:{tmp_path / 'hf'}", "--split", "val"]) == 2  # no data to rebuild: says so
+    assert "zero-shot evaluations" in capsys.readouterr().err
 
 
 @pytest.mark.slow

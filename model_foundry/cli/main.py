@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluate a trained run on a split, or zero-shot on minimal pairs or "
                               "sentence similarity")
-    evaluate.add_argument("run", help="run directory or experiment name")
+    evaluate.add_argument("run", help="run directory or experiment name; hf:DIR for a Hugging Face directory "
+                          "(zero-shot evaluations)")
     evaluate.add_argument("--split", choices=["val", "test"], default="val")
     evaluate.add_argument("--checkpoint", default="best", help="best (default), last, step_N, words_N or tokens_N")
     evaluate.add_argument("--minimal-pairs", nargs="+", metavar="PATH",

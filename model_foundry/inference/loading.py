@@ -67,6 +67,10 @@ class Run:
 
 def rebuild_run(run: str | Path, checkpoint: str = "best") -> Run:
     """The run's task (with the labels its model was trained with) and the model of `checkpoint`."""
+    if str(run).startswith(HF_PREFIX):
+        raise UserError(f"{run} is a Hugging Face directory, not a run: it has no data, task or labels to "
+                        "rebuild. It takes the zero-shot evaluations (foundry eval hf:DIR --minimal-pairs FILE, "
+                        "or --similarity FILE) and foundry embed; split metrics and predictions need the run.")
     run_dir = find_run(run)
     resolved = run_dir / "resolved_config.yaml"
     if not resolved.is_file():
