@@ -10,14 +10,20 @@ import glob
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
+from model_foundry.data.long_lines import read_line_pieces
 from model_foundry.errors import UserError, did_you_mean
 from model_foundry.tokenizer.utf8 import not_utf8
 
 DATA_FORMATS = ("text", "jsonl", "csv", "tsv", "conllu", "conll", "pt")
 
 # Plain text is read in chunks of whole lines about this many characters long: large enough that
-# a tokenizer sees plenty of context per call, small enough that memory stays flat.
+# a tokenizer sees plenty of context per call, small enough that memory stays flat. A line longer
+# than this is read in pieces of at most this many characters (`long_lines`), so a chunk never
+# holds more than twice as many, whatever the length of the lines. 1 Mi characters is far above
+# any real line of prose yet, at the few hundred bytes per character a tokenizer's encoding costs,
+# keeps one chunk's encoding well under a gigabyte.
 TEXT_CHUNK_CHARS = 1 << 20
 
 FORMAT_BY_SUFFIX = {
@@ -101,12 +107,14 @@ def iter_text_chunks(path: Path, chunk_chars: int) -> Iterator[str]:
     """Whole lines grouped into chunks of at least `chunk_chars` characters (the last may be shorter).
 
     Chunks end on line boundaries, so a tokenizer that does not merge across newlines produces the
-    same ids for the chunks as for the whole file.
+    same ids for the chunks as for the whole file. A line longer than `chunk_chars` comes in pieces
+    of at most that many characters, cut before a space where every tokenizer kind gives the ids
+    of the whole line (`long_lines`), so no chunk is longer than twice `chunk_chars`.
     """
     lines: list[str] = []
     size = 0
     with open_text(path) as handle:
-        for line in read_lines(handle, path):
+        for line in read_lines(handle, path, chunk_chars):
             lines.append(line)
             size += len(line)
             if size >= chunk_chars:
@@ -213,9 +221,10 @@ def open_text(path: Path, newline: str | None = None):
     return open(path, encoding="utf-8", newline=newline)
 
 
-def read_lines(handle, path: Path) -> Iterator[str]:
-    """The lines of an open text file, turning a decoding failure into a UserError naming the file."""
+def read_lines(handle: TextIO, path: Path, max_chars: int | None = None) -> Iterator[str]:
+    """The lines of an open text file, turning a decoding failure into a UserError naming the file.
+    With `max_chars`, a longer line comes as pieces of at most that many characters (`read_line_pieces`)."""
     try:
-        yield from handle
+        yield from handle if max_chars is None else read_line_pieces(handle, max_chars)
     except UnicodeDecodeError:
         raise not_utf8(path) from None

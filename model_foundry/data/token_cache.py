@@ -17,13 +17,15 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
+import model_foundry.data.sources as sources
+from model_foundry.data.long_lines import cut_text
 from model_foundry.data.sources import iter_texts
 from model_foundry.errors import UserError
 
@@ -35,6 +37,8 @@ HASH_BLOCK_BYTES = 1 << 20
 # parallelism, bounded so memory stays flat however large the corpus.
 ENCODE_BATCH_TEXTS = 1024
 ENCODE_BATCH_CHARS = 8 << 20
+
+T = TypeVar("T")
 
 
 class TokenizerLike(Protocol):
@@ -69,7 +73,9 @@ def tokenize_to_cache(paths: Sequence[Path], tokenizer: TokenizerLike, cache_dir
 
     Documents are the rows of jsonl/csv/tsv files, the sentences of conllu files, and whole text
     files (streamed in chunks of whole lines, joined without a separator). Each document is
-    followed by `separator_id` when it is not None, so files are separated too.
+    followed by `separator_id` when it is not None, so files are separated too. A line or document
+    longer than `sources.TEXT_CHUNK_CHARS` is tokenized in bounded pieces with no separator
+    between them, cut where the ids equal those of the whole (`long_lines`).
     """
     cache_dir = Path(cache_dir)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
@@ -150,31 +156,81 @@ def read_cached(bin_path: Path, meta_path: Path, dtype: type) -> TokenFile | Non
 def write_tokens(out: BinaryIO, paths: Sequence[Path], tokenizer: TokenizerLike, fmt: str, text_column: str,
                  separator_id: int | None, dtype: type) -> tuple[int, int]:
     """Append every document's ids (and separators) to `out`; returns how many tokens were written
-    and how many whitespace-separated words their texts hold (a text file's chunks end on line
-    boundaries, so no word is split between two chunks)."""
+    and how many whitespace-separated words their texts hold (a word cut between two pieces of a
+    long line counts once)."""
     separator = [] if separator_id is None else [separator_id]
     written = words = 0
     for path in paths:
-        texts = iter_texts(path, fmt, text_column)
-        for batch in batched_texts(texts):
-            words += sum(len(text.split()) for text in batch)
-            encoded = tokenizer.encode_batch(batch)
-            if fmt == "text":  # chunks of one file continue each other: no separator between them
-                ids = [token for document in encoded for token in document]
-            else:
-                ids = [token for document in encoded for token in (*document, *separator)]
-            written += append_ids(out, ids, dtype, tokenizer.vocab_size)
+        pieces = document_pieces(iter_texts(path, fmt, text_column), fmt, sources.TEXT_CHUNK_CHARS)
+        counter = WordCounter()
+        for batch in batched_texts(pieces, size=lambda piece: len(piece.text)):
+            words += sum(counter.count(piece) for piece in batch)
+            encoded = tokenizer.encode_batch([piece.text for piece in batch])
+            written += append_ids(out, ids_with_separators(batch, encoded, separator), dtype, tokenizer.vocab_size)
         if fmt == "text":
             written += append_ids(out, separator, dtype, tokenizer.vocab_size)
     return written, words
 
 
-def batched_texts(texts: Iterable[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
+class Piece(NamedTuple):
+    """A text to encode and whether a document ends with it (its separator follows it)."""
+
+    text: str
+    ends_document: bool
+
+
+def document_pieces(texts: Iterable[str], fmt: str, piece_chars: int) -> Iterator[Piece]:
+    """The texts of one file as pieces to encode. The chunks of a text file continue each other
+    (its separator follows the whole file) and are already bounded by `iter_text_chunks`; every
+    other format's text is a document, one longer than `piece_chars` cut into pieces with
+    `cut_text`, and only its last piece ends it."""
+    for text in texts:
+        if fmt == "text":
+            yield Piece(text, ends_document=False)
+            continue
+        pieces = cut_text(text, piece_chars)
+        previous = next(pieces)
+        for piece in pieces:
+            yield Piece(previous, ends_document=False)
+            previous = piece
+        yield Piece(previous, ends_document=True)
+
+
+class WordCounter:
+    """Counts the whitespace-separated words of consecutive pieces, a word that a cut split
+    between two pieces of one document once (as `str.split` of the whole document would)."""
+
+    def __init__(self) -> None:
+        self.inside_word = False
+
+    def count(self, piece: Piece) -> int:
+        text = piece.text
+        words = len(text.split())
+        if self.inside_word and text and not text[0].isspace():
+            words -= 1
+        if text or piece.ends_document:
+            self.inside_word = not piece.ends_document and not text[-1].isspace()
+        return words
+
+
+def ids_with_separators(batch: list[Piece], encoded: list[list[int]], separator: list[int]) -> list[int]:
+    """The ids of a batch of pieces back to back, `separator` after each piece that ends a document."""
+    ids: list[int] = []
+    for piece, piece_ids in zip(batch, encoded):
+        ids.extend(piece_ids)
+        if piece.ends_document:
+            ids.extend(separator)
+    return ids
+
+
+def batched_texts(texts: Iterable[T], size: Callable[[T], int] = len) -> Iterator[list[T]]:
+    """`texts` in lists of up to ENCODE_BATCH_TEXTS items or about ENCODE_BATCH_CHARS characters
+    (`size` tells an item's characters)."""
+    batch: list[T] = []
     chars = 0
     for text in texts:
         batch.append(text)
-        chars += len(text)
+        chars += size(text)
         if len(batch) >= ENCODE_BATCH_TEXTS or chars >= ENCODE_BATCH_CHARS:
             yield batch
             batch, chars = [], 0
