@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from model_foundry.config.choices import (ACTIVATIONS, ATTENTION_TYPES, CRITERIA, HEADS, NORM_POSITIONS, POOLERS,
-                                         POSITIONAL_ENCODINGS, TOKENIZER_TYPES)
+from model_foundry.config.choices import (ACTIVATIONS, ATTENTION_TYPES, CRITERIA, HEADS, NORM_POSITIONS, NORMS,
+                                         POOLERS, POSITIONAL_ENCODINGS, RECIPES, TOKENIZER_TYPES)
 from model_foundry.config.section import Section, alias
 from model_foundry.config.starting_point import LoraSection, TransferSection
 
@@ -101,6 +101,10 @@ class ModelSection(Section):
     architecture: str = "gpt"
     # A size; the keys set explicitly override it.
     preset: Literal["small", "base", "large"] | None = None
+    # gpt, bert, hybrid: a set of layout defaults under the preset and the explicit keys. classic: GPT-2's
+    # and BERT's; modern: rotary, RMSNorm, QK-norm, ReLU^2, no biases, an untied zero-initialised head,
+    # zero-initialised residual projections and logits soft-capped at 15 (docs/models.md, "Recipes").
+    recipe: Literal[RECIPES] | None = None
     # Transformer blocks or recurrent layers (per stack for the hybrid).
     n_layer: int | None = Field(None, ge=1)
     # Attention heads per block.
@@ -123,8 +127,18 @@ class ModelSection(Section):
     norm_position: Literal[NORM_POSITIONS] | None = None
     # The MLP's activation: gelu is exact (BERT), gelu_tanh the tanh approximation (GPT-2).
     activation: Literal[ACTIVATIONS] | None = None
-    # The LayerNorms' epsilon.
+    # The norms' epsilon.
     layer_norm_eps: float | None = Field(None, gt=0.0)
+    # layernorm or rmsnorm, for every norm of a transformer.
+    norm: Literal[NORMS] | None = None
+    # Normalise each head's queries and keys (RMS over the head's channels) before attention.
+    qk_norm: bool | None = None
+    # The output projection shares the token embedding's weight (transformers and lstm, gru, rnn).
+    tie_weights: bool | None = None
+    # The projections into the residual stream (and an untied output head) start at zero.
+    zero_init_projections: bool | None = None
+    # > 0: vocabulary logits are logit_softcap * tanh(logits / logit_softcap); 0: not capped.
+    logit_softcap: float | None = Field(None, ge=0.0)
     # Token-type (sentence A/B) embeddings; 0: none.
     type_vocab_size: int | None = Field(None, ge=0)
     # hybrid only: two_stack (a bidirectional and a causal stack) or shared (one stack, both objectives).

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -22,6 +24,8 @@ from model_foundry.models.cross_entropy import IGNORE_INDEX, summed_cross_entrop
 from model_foundry.models.registry import get_architecture
 
 INIT_STD = 0.02
+# The weights of the projections that write into a transformer's residual stream.
+RESIDUAL_PROJECTIONS = ("attn.proj.weight", "mlp.proj.weight")
 
 
 @dataclass
@@ -59,6 +63,24 @@ def init_normal(module: nn.Module, std: float = INIT_STD) -> None:
         nn.init.zeros_(module.bias)
 
 
+def init_residual_projections(model: nn.Module, config: Any) -> None:
+    """Start the residual projections (and an untied output projection) as the config says.
+
+    By default GPT-2's scaling: N(0, 0.02 / sqrt(2 * n_layer)), so the stream's variance does not grow with
+    depth (two residual branches per block). With `zero_init_projections` they start at zero: every block
+    starts as the identity and an untied head predicts the uniform distribution, so early steps are not
+    spent undoing random projections.
+    """
+    zero = getattr(config, "zero_init_projections", False)
+    residual_std = INIT_STD / math.sqrt(2 * config.n_layer)
+    for name, param in model.named_parameters():
+        if name.endswith(RESIDUAL_PROJECTIONS):
+            nn.init.zeros_(param) if zero else nn.init.normal_(param, mean=0.0, std=residual_std)
+    output = model.get_output_embeddings()
+    if zero and output is not None and not getattr(config, "tie_weights", True):
+        nn.init.zeros_(output.weight)
+
+
 def resized_rows(tensor: Tensor, num_rows: int, std: float) -> Tensor:
     """`tensor` with `num_rows` rows: existing rows kept, new ones ~ N(0, std) (or zero when std is 0)."""
     resized = torch.zeros((num_rows, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
@@ -86,6 +108,8 @@ class BaseLanguageModel(nn.Module, ABC):
     supports_generation: ClassVar[bool]
     config_class: ClassVar[type]
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Named sets of defaults (`model.recipe`): "classic" is the config class's own, "modern" the faster one.
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {}
 
     backbone: nn.Module
 
@@ -141,9 +165,10 @@ class BaseLanguageModel(nn.Module, ABC):
         return None
 
     def tie_weights(self) -> None:
-        """Make the output projection share its weight with the token embedding (one parameter)."""
+        """Make the output projection share its weight with the token embedding (one parameter), unless the
+        config unties them (`model.tie_weights: false`)."""
         output = self.get_output_embeddings()
-        if output is not None:
+        if output is not None and getattr(self.config, "tie_weights", True):
             output.weight = self.get_input_embeddings().weight
 
     def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
@@ -161,6 +186,9 @@ class BaseLanguageModel(nn.Module, ABC):
         output = self.get_output_embeddings()
         if output is not None:
             output.out_features = new_num_tokens
+        if output is not None and not getattr(self.config, "tie_weights", True):  # an untied head's own new rows
+            output.weight = nn.Parameter(resized_rows(output.weight, new_num_tokens, INIT_STD),
+                                         requires_grad=output.weight.requires_grad)
         self.tie_weights()
         return new
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from model_foundry.models.backbones.transformer import (ACTIVATIONS, TRANSFORMER_PRESETS, TransformerBackbone,
-                                                        TransformerConfig, layer_norm)
-from model_foundry.models.base import BaseLanguageModel, ModelOutput, init_normal, resized_rows
+from model_foundry.models.backbones.normalization import norm_layer
+from model_foundry.models.backbones.transformer import (ACTIVATIONS, MODERN_RECIPE, TRANSFORMER_PRESETS,
+                                                        TransformerBackbone, TransformerConfig, soft_cap)
+from model_foundry.models.base import (BaseLanguageModel, ModelOutput, init_normal, init_residual_projections,
+                                       resized_rows)
 from model_foundry.models.registry import register_architecture
 
 
@@ -37,7 +39,8 @@ class BertConfig(TransformerConfig):
 
 
 class MaskedLMHead(nn.Module):
-    """Hidden state -> dense -> activation -> LayerNorm -> vocabulary logits (+ a per-token bias).
+    """Hidden state -> dense -> activation -> norm -> vocabulary logits (+ a per-token bias), soft-capped
+    when the config says so (`model.logit_softcap`).
 
     `input_width` is the hidden state's width when it differs from the embedding's (ELECTRA's narrow
     generator): the dense layer maps it to the embedding width, which the tied decoder needs.
@@ -47,14 +50,15 @@ class MaskedLMHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(input_width or config.n_embd, config.n_embd, bias=config.bias)
         self.activation = ACTIVATIONS[config.activation]()
-        self.norm = layer_norm(config)
+        self.norm = norm_layer(config)
         self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # The output bias lives outside `decoder` because the decoder's weight is the (tied) embedding.
         self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.bias else None
+        self.logit_softcap = config.logit_softcap
 
     def forward(self, hidden: Tensor) -> Tensor:
         logits = self.decoder(self.norm(self.activation(self.dense(hidden))))
-        return logits + self.bias if self.bias is not None else logits
+        return soft_cap(logits + self.bias if self.bias is not None else logits, self.logit_softcap)
 
 
 @register_architecture("bert")
@@ -65,12 +69,17 @@ class Bert(BaseLanguageModel):
     supports_generation = False
     config_class = BertConfig
     presets = TRANSFORMER_PRESETS
+    # The modern encoder is pre-norm too: post-norm's residual sums are renormalised at every layer, which
+    # slows early training and needs the long warmups BERT used.
+    recipes = {"classic": {}, "modern": {**MODERN_RECIPE, "norm_position": "pre"}}
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.backbone = TransformerBackbone(config)
         self.mlm_head = MaskedLMHead(config)
         self.apply(init_normal)
+        if config.zero_init_projections:  # else BERT's own N(0, 0.02), unscaled
+            init_residual_projections(self, config)
         self.tie_weights()
 
     def get_output_embeddings(self) -> nn.Linear:

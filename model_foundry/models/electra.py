@@ -32,8 +32,9 @@ from torch import Tensor, nn
 
 from model_foundry.errors import UserError
 from model_foundry.models.backbones.positional import RotaryEmbedding
+from model_foundry.models.backbones.normalization import norm_layer
 from model_foundry.models.backbones.transformer import (ACTIVATIONS, TRANSFORMER_PRESETS, TransformerBackbone,
-                                                        TransformerBlock, TransformerConfig, layer_norm)
+                                                        TransformerBlock, TransformerConfig)
 from model_foundry.models.base import (IGNORE_INDEX, BaseLanguageModel, ModelOutput, init_normal, resized_rows,
                                        token_loss)
 from model_foundry.models.bert import BertConfig, MaskedLMHead
@@ -102,7 +103,7 @@ class Generator(nn.Module):
         own = config.generator_config()
         self.project = nn.Linear(config.n_embd, own.n_embd, bias=config.bias) if own.n_embd != config.n_embd else None
         self.blocks = nn.ModuleList(TransformerBlock(own) for _ in range(own.n_layer))
-        self.final_norm = layer_norm(own) if own.norm_position == "pre" else None
+        self.final_norm = norm_layer(own) if own.norm_position == "pre" else None
         self.rotary = RotaryEmbedding(own.head_dim, own.block_size) if own.positional == "rotary" else None
         self.head = MaskedLMHead(config, input_width=own.n_embd)
 

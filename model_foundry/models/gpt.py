@@ -2,35 +2,25 @@
 
 Pre-LN blocks, learned positions, tanh-approximated GELU, and an output head tied to the token
 embedding. Any transformer setting can be changed (rotary positions, post-LN, bidirectional
-attention, ...); `GPTConfig` only fixes the defaults.
+attention, ...); `GPTConfig` only fixes the defaults, and `model.recipe: modern` changes them to
+`MODERN_RECIPE`'s.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from model_foundry.models.backbones.attention import KeyValue
-from model_foundry.models.backbones.transformer import TRANSFORMER_PRESETS, TransformerBackbone, TransformerConfig
-from model_foundry.models.base import INIT_STD, BaseLanguageModel, ModelOutput, init_normal
+from model_foundry.models.backbones.transformer import (MODERN_RECIPE, TRANSFORMER_PRESETS, OutputProjection,
+                                                        TransformerBackbone, TransformerConfig)
+from model_foundry.models.base import BaseLanguageModel, ModelOutput, init_normal, init_residual_projections
 from model_foundry.models.registry import register_architecture
-
-RESIDUAL_PROJECTIONS = ("attn.proj.weight", "mlp.proj.weight")
 
 
 @dataclass
 class GPTConfig(TransformerConfig):
     """GPT-2's settings (the `TransformerConfig` defaults): causal, pre-LN, gelu_tanh, eps 1e-5."""
-
-
-def scale_residual_projections(model: nn.Module, n_layer: int) -> None:
-    """GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 * n_layer), so
-    the stream's variance does not grow with depth (two residual branches per block)."""
-    residual_std = INIT_STD / math.sqrt(2 * n_layer)
-    for name, param in model.named_parameters():
-        if name.endswith(RESIDUAL_PROJECTIONS):
-            nn.init.normal_(param, mean=0.0, std=residual_std)
 
 
 @register_architecture("gpt", "gpt2")
@@ -40,16 +30,17 @@ class GPT(BaseLanguageModel):
     supports_generation = True
     config_class = GPTConfig
     presets = TRANSFORMER_PRESETS
+    recipes = {"classic": {}, "modern": MODERN_RECIPE}
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
         self.backbone = TransformerBackbone(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = OutputProjection(config)
         self.apply(init_normal)
-        scale_residual_projections(self, config.n_layer)
+        init_residual_projections(self, config)
         self.tie_weights()
 
-    def get_output_embeddings(self) -> nn.Linear:
+    def get_output_embeddings(self) -> OutputProjection:
         return self.lm_head
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,

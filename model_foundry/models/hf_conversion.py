@@ -31,8 +31,8 @@ StateDict = dict[str, Tensor]
 
 # Hugging Face activation names -> ours (several HF names are the same function).
 ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                       "relu": "relu", "silu": "silu", "swish": "silu"}
-ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+                       "relu": "relu", "silu": "silu", "swish": "silu", "relu2": "relu2"}
+ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu", "relu2": "relu2"}
 
 # Per block: (our name, GPT-2 name, stored transposed by Conv1D).
 GPT2_BLOCK = [("norm1.weight", "ln_1.weight", False), ("norm1.bias", "ln_1.bias", False),
@@ -229,9 +229,15 @@ def bert_config_from_layout(hf_config: Mapping, positional: str) -> BertConfig:
                       type_vocab_size=hf_config.get("type_vocab_size", 2))
 
 
+# What every native Hugging Face class we export to has: LayerNorms, no norm on queries and keys, an output
+# projection tied to the token embedding, uncapped logits. A model of the modern recipe differs in all of
+# them, so it is exported self-contained.
+CLASSIC_LAYOUT = {"norm": "layernorm", "qk_norm": False, "tie_weights": True, "logit_softcap": 0.0}
+
+
 def require_layout(config, layout: dict[str, object], target: str) -> None:
     """Refuse an export whose settings the target Hugging Face architecture cannot express."""
-    for key, required in layout.items():
+    for key, required in {**CLASSIC_LAYOUT, **layout}.items():
         if getattr(config, key) != required:
             raise UserError(f"model.{key} is {getattr(config, key)!r}, but Hugging Face {target} only supports "
                             f"{key}={required!r}; this model cannot be exported in {target} format.")

@@ -29,11 +29,11 @@ from torch import Tensor, nn
 
 from model_foundry.errors import UserError, did_you_mean
 from model_foundry.models.backbones.attention import KeyValue
-from model_foundry.models.backbones.transformer import TRANSFORMER_PRESETS, TransformerBackbone, TransformerConfig
-from model_foundry.models.base import (BaseLanguageModel, ModelOutput, init_normal, resized_rows,
-                                       token_loss)
+from model_foundry.models.backbones.transformer import (MODERN_RECIPE, TRANSFORMER_PRESETS, OutputProjection,
+                                                        TransformerBackbone, TransformerConfig)
+from model_foundry.models.base import (INIT_STD, BaseLanguageModel, ModelOutput, init_normal, init_residual_projections,
+                                       resized_rows, token_loss)
 from model_foundry.models.bert import MaskedLMHead
-from model_foundry.models.gpt import scale_residual_projections
 from model_foundry.models.registry import register_architecture
 
 DESIGNS = ("two_stack", "shared")
@@ -123,6 +123,7 @@ class HybridLM(BaseLanguageModel):
     supports_generation = True
     config_class = HybridConfig
     presets = TRANSFORMER_PRESETS  # per stack
+    recipes = {"classic": {}, "modern": MODERN_RECIPE}
 
     def __init__(self, config: HybridConfig):
         super().__init__(config)
@@ -132,26 +133,34 @@ class HybridLM(BaseLanguageModel):
         else:
             self.causal_backbone = TransformerBackbone(stack_config(config, "causal"))
         self.mlm_head = MaskedLMHead(config)
-        self.clm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.clm_head = OutputProjection(config)
         self.apply(init_normal)
-        scale_residual_projections(self, config.n_layer)
+        init_residual_projections(self, config)
+        if config.zero_init_projections and not config.tie_weights:
+            nn.init.zeros_(self.mlm_head.decoder.weight)
         self.tie_weights()
 
     # ---- weights shared with the token embedding -----------------------------------------------
-    def get_output_embeddings(self) -> nn.Linear:
+    def get_output_embeddings(self) -> OutputProjection:
         """The causal head: the one generation reads."""
         return self.clm_head
 
     def tie_weights(self) -> None:
-        """One token embedding for both stacks and both heads' output projections."""
+        """One token embedding for both stacks, and (unless `model.tie_weights: false`) for both heads' output
+        projections."""
         embedding = self.backbone.token_embedding
         self.causal_backbone.token_embedding = embedding
-        self.clm_head.weight = embedding.weight
-        self.mlm_head.decoder.weight = embedding.weight
+        if self.config.tie_weights:
+            self.clm_head.weight = embedding.weight
+            self.mlm_head.decoder.weight = embedding.weight
 
     def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
         embedding = super().resize_token_embeddings(new_num_tokens)
-        self.mlm_head.decoder.out_features = new_num_tokens
+        decoder = self.mlm_head.decoder
+        decoder.out_features = new_num_tokens
+        if not self.config.tie_weights:  # the masked head's own output projection needs its own new rows
+            decoder.weight = nn.Parameter(resized_rows(decoder.weight, new_num_tokens, INIT_STD),
+                                          requires_grad=decoder.weight.requires_grad)
         if self.mlm_head.bias is not None:
             self.mlm_head.bias = nn.Parameter(resized_rows(self.mlm_head.bias, new_num_tokens, std=0.0),
                                               requires_grad=self.mlm_head.bias.requires_grad)

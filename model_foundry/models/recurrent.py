@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from model_foundry.errors import UserError
-from model_foundry.models.base import INIT_STD, BaseLanguageModel, ModelOutput, init_normal, resized_rows
+from model_foundry.models.base import BaseLanguageModel, ModelOutput, init_normal
 from model_foundry.models.registry import register_architecture
 
 RECURRENT_LAYERS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -270,19 +270,11 @@ class RecurrentLanguageModel(BaseLanguageModel):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head.decoder
 
-    def tie_weights(self) -> None:
-        if self.config.tie_weights:
-            super().tie_weights()
-
     def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
         old_num_tokens = self.config.vocab_size
         embedding = super().resize_token_embeddings(new_num_tokens)
         with torch.no_grad():  # new rows at this model's embedding scale, not the transformers' 0.02
             nn.init.normal_(embedding.weight[old_num_tokens:], std=self.embedding_std)
-        decoder = self.lm_head.decoder
-        if not self.config.tie_weights:  # the untied output layer needs its own new rows
-            decoder.weight = nn.Parameter(resized_rows(decoder.weight, new_num_tokens, INIT_STD),
-                                          requires_grad=decoder.weight.requires_grad)
         return embedding
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,

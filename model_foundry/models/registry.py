@@ -2,8 +2,8 @@
 
 An architecture is a `BaseLanguageModel` subclass registered under a name (and aliases, such as
 older spellings such as gpt2): adding one is one new file plus `@register_architecture("name")`.
-`create_model` builds its config from three layers, each overriding the one before: the config
-class's defaults, a size preset, then explicit values.
+`create_model` builds its config from four layers, each overriding the one before: the config
+class's defaults, a recipe (`recipe="modern"`: the class's `recipes`), a size preset, then explicit values.
 """
 from __future__ import annotations
 
@@ -45,28 +45,44 @@ def get_architecture(name: str) -> type[BaseLanguageModel]:
     return ARCHITECTURES[name]
 
 
-def create_model(architecture: str | Any, preset: str | None = None, **values: Any) -> BaseLanguageModel:
+def create_model(architecture: str | Any, preset: str | None = None, recipe: str | None = None,
+                 **values: Any) -> BaseLanguageModel:
     """A freshly initialised model.
 
     `architecture` is a registered name or a config dataclass instance (e.g. `GPTConfig(...)`);
-    `preset` (small, base, large) and then `values` override its settings. Unknown keys and
-    invalid values raise `UserError`.
+    `recipe` (classic, modern), `preset` (small, base, large) and then `values` override its
+    settings. Unknown keys and invalid values raise `UserError`.
     """
-    cls, config = create_config(architecture, preset, **values)
+    cls, config = create_config(architecture, preset, recipe, **values)
     return cls(config)
 
 
-def create_config(architecture: str | Any, preset: str | None = None, **values: Any) -> tuple[type[BaseLanguageModel], Any]:
+def create_config(architecture: str | Any, preset: str | None = None, recipe: str | None = None,
+                  **values: Any) -> tuple[type[BaseLanguageModel], Any]:
     """The architecture class and its config, built as `create_model` builds them (no weights)."""
     if is_dataclass(architecture) and not isinstance(architecture, type):
         cls = architecture_of_config(architecture)
-        overrides = {**preset_values(cls, preset), **values}
+        overrides = {**recipe_values(cls, recipe), **preset_values(cls, preset), **values}
         check_keys(cls, overrides)
         return cls, replace(architecture, **overrides) if overrides else architecture
     cls = get_architecture(architecture)
-    settings = {**preset_values(cls, preset), **values}
+    settings = {**recipe_values(cls, recipe), **preset_values(cls, preset), **values}
     check_keys(cls, settings)
     return cls, cls.config_class(**settings)
+
+
+def recipe_values(cls: type[BaseLanguageModel], recipe: str | None) -> dict[str, Any]:
+    """The settings a recipe gives an architecture; None gives none (the config class's defaults)."""
+    if recipe is None:
+        return {}
+    recipes = cls.recipes
+    if not recipes:
+        raise UserError(f"model.recipe is {recipe!r}, but architecture {cls.architecture_name!r} has no recipes "
+                        f"(gpt, bert and hybrid do); remove model.recipe.")
+    if recipe not in recipes:
+        raise UserError(f"model.recipe {recipe!r} is not a recipe of architecture {cls.architecture_name!r}: "
+                        f"{did_you_mean(recipe, recipes)} Recipes: {', '.join(recipes)}.")
+    return dict(recipes[recipe])
 
 
 def architecture_of_config(config: Any) -> type[BaseLanguageModel]:

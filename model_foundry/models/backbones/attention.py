@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model_foundry.models.backbones.normalization import norm_layer
 from model_foundry.models.backbones.positional import RotaryEmbedding, rotate_half
 
 if TYPE_CHECKING:  # the config module imports this one
@@ -71,6 +72,8 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.residual_dropout = nn.Dropout(config.dropout)
+        self.q_norm = norm_layer(config, config.head_dim) if config.qk_norm else None
+        self.k_norm = norm_layer(config, config.head_dim) if config.qk_norm else None
 
     def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, rotary: RotaryEmbedding | None,
                 positions: Tensor | None = None, cache: KeyValueCache | None = None) -> Tensor:
@@ -79,6 +82,8 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(self.n_embd, dim=-1)
         # (B, T, C) -> (B, heads, T, head_dim)
         q, k, v = (t.view(batch, length, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             q, k = rotate(rotary, q, positions), rotate(rotary, k, positions)
         if cache is not None:
