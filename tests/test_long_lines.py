@@ -7,7 +7,7 @@ import json
 import pytest
 
 from model_foundry.data import sources, token_cache, tokenize_to_cache
-from model_foundry.data.long_lines import cut_text, piece_end, read_line_pieces
+from model_foundry.tokenizer.long_lines import cut_text, piece_end, read_line_pieces
 from model_foundry.tokenizer import training
 from model_foundry.tokenizer.training import BUILDERS, special_added_tokens, train_tokenizer
 from model_foundry.tokenizer.kinds import SPECIALS_BY_KIND

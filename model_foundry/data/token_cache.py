@@ -25,7 +25,7 @@ from typing import BinaryIO, NamedTuple, Protocol, TypeVar
 import numpy as np
 
 import model_foundry.data.sources as sources
-from model_foundry.data.long_lines import cut_text
+from model_foundry.tokenizer.long_lines import cut_text
 from model_foundry.data.sources import iter_texts
 from model_foundry.errors import UserError
 

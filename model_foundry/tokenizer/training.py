@@ -30,7 +30,7 @@ from pathlib import Path
 from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
                         trainers)
 
-from model_foundry.data.long_lines import cut_text, read_line_pieces
+from model_foundry.tokenizer.long_lines import cut_text, read_line_pieces
 from model_foundry.errors import UserError
 from model_foundry.tokenizer.foundry_tokenizer import FoundryTokenizer
 from model_foundry.tokenizer.kinds import SPECIALS_BY_KIND, SpecialTokens, check_kind
