@@ -30,13 +30,6 @@ PARENT_POLL_SECONDS = 1.0
 _worker_tokenizer: Any = None
 
 
-def default_num_workers() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
 def encode_to_bytes(tokenizer: Any, texts: Sequence[str], ends_document: Sequence[bool], separator: list[int],
                     dtype: type) -> bytes:
     """The ids of `texts` back to back as `dtype` bytes, `separator` after each text that ends a

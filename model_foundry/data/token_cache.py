@@ -107,7 +107,7 @@ def tokenize_to_cache(paths: Sequence[Path], tokenizer: TokenizerLike, cache_dir
         separator = [] if separator_id is None else [separator_id]
         with open(partial_path, "r+b") as out, BatchEncoder(tokenizer, separator, dtype, num_workers) as encoder:
             out.seek(checkpoint.num_tokens * np.dtype(dtype).itemsize)
-            progress = ProgressLine(sum(p.stat().st_size for p in paths), checkpoint.bytes_done)
+            progress = ProgressLine(sum(os.path.getsize(p) for p in paths), checkpoint.bytes_done)
             num_tokens, num_words = write_tokens(out, paths, encoder, fmt, text_column, checkpoint,
                                                  lambda point: save_checkpoint(out, journal_path, point), progress)
             progress.finish(num_tokens)
