@@ -7,8 +7,10 @@ import json
 import pytest
 
 from model_foundry.data import sources, token_cache, tokenize_to_cache
-from model_foundry.data.long_lines import cut_text, piece_end, read_line_pieces
-from model_foundry.tokenizer.training import train_tokenizer
+from model_foundry.tokenizer.long_lines import cut_text, piece_end, read_line_pieces
+from model_foundry.tokenizer import training
+from model_foundry.tokenizer.training import BUILDERS, special_added_tokens, train_tokenizer
+from model_foundry.tokenizer.kinds import SPECIALS_BY_KIND
 
 TEXT = ("The quick  brown fox,\tjumps over   the lazy dog's back; Ünïcode 東京 tokyo  \t  42 numbers!! "
         "[MASK] a well-hyphenated word ") * 4  # no word longer than half the limit: every cut is at a space
@@ -83,6 +85,18 @@ def test_a_word_cut_at_the_limit_counts_once(tmp_path, monkeypatch):
     tokens = tokenize_to_cache([corpus], tokenizer, tmp_path / "cache", fmt="text")
     assert tokens.num_words == 3
     assert tokenizer.decode(tokens.array().tolist()) == corpus.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])  # the deterministic trainers: equal runs give equal files
+def test_a_tokenizer_trains_on_long_lines_in_pieces_as_on_whole_lines(tmp_path, monkeypatch, kind):
+    corpus = tmp_path / "one_line.txt"
+    corpus.write_text(TEXT + "\nshort\n" + TEXT, encoding="utf-8")
+    backend, trainer = BUILDERS[kind](400, 2, False, special_added_tokens(SPECIALS_BY_KIND[kind]))
+    backend.train([str(corpus)], trainer)  # the trainer's own reader: whole lines
+    pieces = list(training.file_pieces([corpus], LIMIT))
+    assert "".join(pieces) == corpus.read_text(encoding="utf-8") and max(map(len, pieces)) <= LIMIT
+    monkeypatch.setattr(training, "TRAIN_PIECE_CHARS", LIMIT)
+    assert train_tokenizer(kind, 400, files=[corpus]).backend.get_vocab() == backend.get_vocab()
 
 
 def record_longest_text(monkeypatch, tokenizer) -> list[int]:

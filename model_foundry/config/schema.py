@@ -84,6 +84,10 @@ class DataSection(Section):
     max_train_samples: int | None = Field(None, ge=1)
     # Tokenized corpora are cached here by content hash (default: <output_dir>/.cache/tokens).
     cache_dir: str | None = None
+    # Processes that tokenize a corpus into the cache (the file is the same for any number). 1: in
+    # the run's own process, where `tokenizers` already uses every core for each batch; on 2 cores
+    # that beat 2 workers (benchmarks/corpus_prep). More help where the Python side dominates.
+    num_workers: int = Field(1, ge=1)
 
     @field_validator("train", "val", "test", mode="before")
     @classmethod

@@ -9,15 +9,36 @@ two spans of each (`span_pairs`).
 For finetuning, `labelled` (with `conll`) reads labelled examples, keeps the label vocabulary and
 encodes texts and word sequences for a model.
 """
-from model_foundry.data.batches import BatchStream
-from model_foundry.data.collators import CausalLMCollator, LabelledCollator, MaskedLMCollator, TrimmingCollator
-from model_foundry.data.conll import TokenExample
-from model_foundry.data.labelled import (LabelSet, SequenceExample, encode_sequence, encode_words,
-                                         read_sequence_examples, read_token_examples)
-from model_foundry.data.sources import DATA_FORMATS, guess_format, iter_texts, resolve_paths
-from model_foundry.data.tensor_files import TensorFileDataset, load_tensor_file
-from model_foundry.data.token_cache import TokenFile, TokenizerLike, split_train_val, tokenize_to_cache
-from model_foundry.data.windows import CausalWindows, MaskedWindows
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Each public name and the module that defines it, imported on first use (PEP 562): the torch-free
+# modules (long_lines, sources, token_cache) then load without torch, which tokenizer training and
+# the token cache's worker processes never need.
+_MODULE_OF = {
+    "BatchStream": "batches",
+    "CausalLMCollator": "collators", "LabelledCollator": "collators", "MaskedLMCollator": "collators",
+    "TrimmingCollator": "collators",
+    "TokenExample": "conll",
+    "LabelSet": "labelled", "SequenceExample": "labelled", "encode_sequence": "labelled", "encode_words": "labelled",
+    "read_sequence_examples": "labelled", "read_token_examples": "labelled",
+    "DATA_FORMATS": "sources", "guess_format": "sources", "iter_texts": "sources", "resolve_paths": "sources",
+    "TensorFileDataset": "tensor_files", "load_tensor_file": "tensor_files",
+    "TokenFile": "token_cache", "TokenizerLike": "token_cache", "split_train_val": "token_cache",
+    "tokenize_to_cache": "token_cache",
+    "CausalWindows": "windows", "MaskedWindows": "windows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["BatchStream", "CausalLMCollator", "CausalWindows", "DATA_FORMATS", "LabelSet", "LabelledCollator",
            "MaskedLMCollator", "MaskedWindows", "SequenceExample", "TensorFileDataset", "TokenExample", "TokenFile",

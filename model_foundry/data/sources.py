@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from model_foundry.data.long_lines import read_line_pieces
+from model_foundry.tokenizer.long_lines import read_line_pieces
 from model_foundry.errors import UserError, did_you_mean
 from model_foundry.tokenizer.utf8 import not_utf8
 

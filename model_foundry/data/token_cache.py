@@ -13,10 +13,13 @@ texts are tokenized), so a run can say how many words of text its windows stand 
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import itertools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +27,13 @@ from typing import BinaryIO, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
+import model_foundry.data.cache_journal as cache_journal
 import model_foundry.data.sources as sources
-from model_foundry.data.long_lines import cut_text
+from model_foundry.data.cache_journal import Checkpoint, read_checkpoint, write_checkpoint
+from model_foundry.data.parallel_encoding import BatchEncoder
 from model_foundry.data.sources import iter_texts
 from model_foundry.errors import UserError
+from model_foundry.tokenizer.long_lines import cut_text
 
 # Bump when the layout of cached files or the way they are built changes: old entries then miss.
 # 2: the metadata holds num_words.
@@ -68,7 +74,8 @@ class TokenFile:
 
 
 def tokenize_to_cache(paths: Sequence[Path], tokenizer: TokenizerLike, cache_dir: str | Path, *, fmt: str,
-                      text_column: str = "text", separator_id: int | None = None) -> TokenFile:
+                      text_column: str = "text", separator_id: int | None = None,
+                      num_workers: int = 1) -> TokenFile:
     """The token file of `paths` under `tokenizer`, built on the first call and reused after.
 
     Documents are the rows of jsonl/csv/tsv files, the sentences of conllu files, and whole text
@@ -76,6 +83,9 @@ def tokenize_to_cache(paths: Sequence[Path], tokenizer: TokenizerLike, cache_dir
     followed by `separator_id` when it is not None, so files are separated too. A line or document
     longer than `sources.TEXT_CHUNK_CHARS` is tokenized in bounded pieces with no separator
     between them, cut where the ids equal those of the whole (`long_lines`).
+
+    `num_workers` > 1 encodes in that many processes (`parallel_encoding`); the file is the same
+    byte for byte. A build that was killed continues from its last checkpoint (`cache_journal`).
     """
     cache_dir = Path(cache_dir)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
@@ -85,21 +95,33 @@ def tokenize_to_cache(paths: Sequence[Path], tokenizer: TokenizerLike, cache_dir
     if cached is not None:
         return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
-    print(f"Tokenizing {len(paths)} file(s) into {bin_path} (cached for later runs)...", file=sys.stderr)
-    tmp_path = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp_path, "wb") as out:
-            num_tokens, num_words = write_tokens(out, paths, tokenizer, fmt, text_column, separator_id, dtype)
+    with open(cache_dir / f"{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process building the same entry finishes first
+        cached = read_cached(bin_path, meta_path, dtype)
+        if cached is not None:
+            return cached
+        partial_path, journal_path = cache_dir / f"{key}.bin.partial", cache_dir / f"{key}.journal.json"
+        checkpoint = read_checkpoint(journal_path, partial_path, np.dtype(dtype).itemsize, sources.TEXT_CHUNK_CHARS)
+        resumed = f", continuing from {checkpoint.bytes_done / 1e6:,.0f} MB" if checkpoint.num_tokens else ""
+        print(f"Tokenizing {len(paths)} file(s) into {bin_path} (cached for later runs){resumed}...", file=sys.stderr)
+        separator = [] if separator_id is None else [separator_id]
+        with open(partial_path, "r+b") as out, BatchEncoder(tokenizer, separator, dtype, num_workers) as encoder:
+            out.seek(checkpoint.num_tokens * np.dtype(dtype).itemsize)
+            progress = ProgressLine(sum(os.path.getsize(p) for p in paths), checkpoint.bytes_done)
+            num_tokens, num_words = write_tokens(out, paths, encoder, fmt, text_column, checkpoint,
+                                                 lambda point: save_checkpoint(out, journal_path, point), progress)
+            progress.finish(num_tokens)
         if num_tokens == 0:
+            for path in (partial_path, journal_path):
+                path.unlink(missing_ok=True)
             raise UserError(f"Tokenizing {', '.join(map(str, paths))} gave no tokens: the data is empty "
                             f"(check data.format {fmt!r} and data.text_column {text_column!r}).")
-        os.replace(tmp_path, bin_path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-    metadata = {"format_version": CACHE_FORMAT_VERSION, "dtype": np.dtype(dtype).name, "num_tokens": num_tokens,
-                "num_words": num_words, "files": [str(p) for p in paths], "format": fmt, "text_column": text_column,
-                "separator_id": separator_id}
-    write_json_atomically(meta_path, metadata)
+        os.replace(partial_path, bin_path)
+        journal_path.unlink(missing_ok=True)
+        metadata = {"format_version": CACHE_FORMAT_VERSION, "dtype": np.dtype(dtype).name,
+                    "num_tokens": num_tokens, "num_words": num_words, "files": [str(p) for p in paths],
+                    "format": fmt, "text_column": text_column, "separator_id": separator_id}
+        write_json_atomically(meta_path, metadata)
     return TokenFile(bin_path, dtype, num_tokens, num_words)
 
 
@@ -153,23 +175,85 @@ def read_cached(bin_path: Path, meta_path: Path, dtype: type) -> TokenFile | Non
     return TokenFile(bin_path, dtype, num_tokens, num_words)
 
 
-def write_tokens(out: BinaryIO, paths: Sequence[Path], tokenizer: TokenizerLike, fmt: str, text_column: str,
-                 separator_id: int | None, dtype: type) -> tuple[int, int]:
-    """Append every document's ids (and separators) to `out`; returns how many tokens were written
-    and how many whitespace-separated words their texts hold (a word cut between two pieces of a
-    long line counts once)."""
-    separator = [] if separator_id is None else [separator_id]
-    written = words = 0
-    for path in paths:
-        pieces = document_pieces(iter_texts(path, fmt, text_column), fmt, sources.TEXT_CHUNK_CHARS)
-        counter = WordCounter()
-        for batch in batched_texts(pieces, size=lambda piece: len(piece.text)):
+def write_tokens(out: BinaryIO, paths: Sequence[Path], encoder: BatchEncoder, fmt: str, text_column: str,
+                 start: Checkpoint, save: Callable[[Checkpoint], None], progress: ProgressLine) -> tuple[int, int]:
+    """Append every document's ids (and separators) to `out` from checkpoint `start` on; returns
+    how many tokens the file holds and how many whitespace-separated words their texts hold (a
+    word cut between two pieces of a long line counts once). `save` is called with each new
+    checkpoint, every CHECKPOINT_BYTES of text, once its tokens are written."""
+    written, words, done_bytes = start.num_tokens, start.num_words, start.bytes_done
+    itemsize = np.dtype(encoder.dtype).itemsize
+    for file_index in range(start.file_index, len(paths)):
+        resuming = file_index == start.file_index
+        pieces_done = start.pieces_done if resuming else 0
+        counter = WordCounter(start.inside_word if resuming else False)
+        pieces = document_pieces(iter_texts(paths[file_index], fmt, text_column), fmt, sources.TEXT_CHUNK_CHARS)
+        batches = ((batch, [piece.text for piece in batch], [piece.ends_document for piece in batch])
+                   for batch in batched_texts(itertools.islice(pieces, pieces_done, None),
+                                              size=lambda piece: len(piece.text)))
+        since_checkpoint = 0
+        for batch, encoded in encoder.encode(batches):
+            out.write(encoded)
+            written += len(encoded) // itemsize
             words += sum(counter.count(piece) for piece in batch)
-            encoded = tokenizer.encode_batch([piece.text for piece in batch])
-            written += append_ids(out, ids_with_separators(batch, encoded, separator), dtype, tokenizer.vocab_size)
-        if fmt == "text":
-            written += append_ids(out, separator, dtype, tokenizer.vocab_size)
+            pieces_done += len(batch)
+            batch_bytes = sum(len(piece.text.encode("utf-8")) for piece in batch)
+            done_bytes += batch_bytes
+            since_checkpoint += batch_bytes
+            progress.update(done_bytes)
+            if since_checkpoint >= cache_journal.CHECKPOINT_BYTES:
+                save(Checkpoint(file_index, pieces_done, written, words, counter.inside_word, done_bytes,
+                                sources.TEXT_CHUNK_CHARS))
+                since_checkpoint = 0
+        if fmt == "text" and encoder.separator:
+            out.write(np.asarray(encoder.separator, dtype=encoder.dtype).tobytes())
+            written += len(encoder.separator)
     return written, words
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def save_checkpoint(out: BinaryIO, journal_path: Path, checkpoint: Checkpoint) -> None:
+    """Make the tokens written so far durable, then journal the point they reach."""
+    out.flush()
+    os.fsync(out.fileno())
+    write_checkpoint(journal_path, checkpoint)
+
+
+class ProgressLine:
+    """MB of text tokenized, MB/s and the time left, on stderr: redrawn in place on a terminal,
+    else a line every LOG_SECONDS (so logs of long builds show progress and tests stay quiet)."""
+
+    TTY_SECONDS, LOG_SECONDS = 0.5, 30.0
+
+    def __init__(self, total_bytes: int, done_bytes: int):
+        self.total, self.start_bytes = total_bytes, done_bytes
+        self.started = self.shown = time.perf_counter()
+        self.interactive = sys.stderr.isatty()
+        self.drawn = False
+
+    def update(self, done_bytes: int) -> None:
+        now = time.perf_counter()
+        if now - self.shown < (self.TTY_SECONDS if self.interactive else self.LOG_SECONDS):
+            return
+        self.shown = now
+        rate = (done_bytes - self.start_bytes) / max(now - self.started, 1e-9)
+        left = max(self.total - done_bytes, 0) / rate if rate > 0 else 0.0
+        text = (f"tokenized {done_bytes / 1e6:,.0f} / {self.total / 1e6:,.0f} MB | {rate / 1e6:.1f} MB/s | "
+                f"eta {format_seconds(left)}")
+        print(f"\r{text}\x1b[K" if self.interactive else text, end="" if self.interactive else "\n",
+              file=sys.stderr, flush=True)
+        self.drawn = self.interactive
+
+    def finish(self, num_tokens: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        if self.drawn:
+            print(file=sys.stderr)
+        if elapsed >= self.LOG_SECONDS or self.drawn:
+            print(f"tokenized into {num_tokens:,} tokens in {format_seconds(elapsed)}", file=sys.stderr)
 
 
 class Piece(NamedTuple):
@@ -200,8 +284,8 @@ class WordCounter:
     """Counts the whitespace-separated words of consecutive pieces, a word that a cut split
     between two pieces of one document once (as `str.split` of the whole document would)."""
 
-    def __init__(self) -> None:
-        self.inside_word = False
+    def __init__(self, inside_word: bool = False) -> None:
+        self.inside_word = inside_word
 
     def count(self, piece: Piece) -> int:
         text = piece.text
@@ -211,16 +295,6 @@ class WordCounter:
         if text or piece.ends_document:
             self.inside_word = not piece.ends_document and not text[-1].isspace()
         return words
-
-
-def ids_with_separators(batch: list[Piece], encoded: list[list[int]], separator: list[int]) -> list[int]:
-    """The ids of a batch of pieces back to back, `separator` after each piece that ends a document."""
-    ids: list[int] = []
-    for piece, piece_ids in zip(batch, encoded):
-        ids.extend(piece_ids)
-        if piece.ends_document:
-            ids.extend(separator)
-    return ids
 
 
 def batched_texts(texts: Iterable[T], size: Callable[[T], int] = len) -> Iterator[list[T]]:
@@ -236,16 +310,6 @@ def batched_texts(texts: Iterable[T], size: Callable[[T], int] = len) -> Iterato
             batch, chars = [], 0
     if batch:
         yield batch
-
-
-def append_ids(out: BinaryIO, ids: list[int], dtype: type, vocab_size: int) -> int:
-    array = np.asarray(ids, dtype=np.int64)
-    if array.size and (array.min() < 0 or array.max() >= vocab_size):
-        # A tokenizer bug, not the user's: ids outside the vocabulary would wrap around silently.
-        raise ValueError(f"The tokenizer produced ids outside [0, {vocab_size}): min {array.min()}, "
-                         f"max {array.max()}.")
-    out.write(array.astype(dtype).tobytes())
-    return int(array.size)
 
 
 def split_train_val(num_tokens: int, val_fraction: float) -> tuple[range, range]:

@@ -95,8 +95,10 @@ class LanguageModelingTask(Task):
         return DatasetSplits(train, val, test)
 
     def token_file(self, paths: list[Path], fmt: str, cache_dir: Path) -> TokenFile:
-        return tokenize_to_cache(paths, self.tokenizer, cache_dir, fmt=fmt,
-                                 text_column=self.config.data.text_column, separator_id=self.tokenizer.eos_id)
+        data = self.config.data
+        return tokenize_to_cache(paths, self.tokenizer, cache_dir, fmt=fmt, text_column=data.text_column,
+                                 separator_id=self.tokenizer.eos_id,
+                                 num_workers=data.num_workers)
 
     def windows_from(self, spec, key: str, fmt: str, cache_dir: Path, block: int) -> Dataset | None:
         if spec is None:

@@ -121,8 +121,9 @@ class FoundryTokenizer:
         return encoding.ids, encoding.offsets
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
-        """`encode` for many texts at once, in parallel inside `tokenizers`."""
-        return [encoding.ids for encoding in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        """`encode` for many texts at once, in parallel inside `tokenizers`. The `_fast` variant
+        leaves out the character offsets, which halves the time on long texts; the ids are the same."""
+        return [encoding.ids for encoding in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def encode_for_model(self, text: str, pair: str | None = None, max_length: int | None = None,
                          add_special_tokens: bool = True) -> list[int]:

@@ -1,8 +1,11 @@
 """Train a tokenizer of any kind on text files or on a stream of texts.
 
 Each kind is a Hugging Face `tokenizers` pipeline (normalizer -> pre-tokenizer -> model ->
-decoder) plus the trainer that fills its vocabulary. Files go to the trainer's own file reader
-and texts are streamed, so a large corpus is never held in Python memory.
+decoder) plus the trainer that fills its vocabulary. Files and texts are streamed to the trainer
+in pieces of at most TRAIN_PIECE_CHARS characters, a longer line or text cut where the kind's
+pre-tokenizer gives the same words as for the whole (`long_lines`), so neither a large corpus nor
+a long line is ever held in memory whole. (The trainer's own file reader takes whole lines: a
+19 MB line cost gigabytes.)
 
 What decoding gives back:
 - char and bpe: exactly the input text (bpe for any text at all, char for text made of
@@ -27,6 +30,7 @@ from pathlib import Path
 from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
                         trainers)
 
+from model_foundry.tokenizer.long_lines import cut_text, read_line_pieces
 from model_foundry.errors import UserError
 from model_foundry.tokenizer.foundry_tokenizer import FoundryTokenizer
 from model_foundry.tokenizer.kinds import SPECIALS_BY_KIND, SpecialTokens, check_kind
@@ -34,6 +38,10 @@ from model_foundry.tokenizer.utf8 import check_utf8
 
 BYTE_ALPHABET_SIZE = 256
 DEFAULT_MIN_FREQUENCY = 2
+# The longest text the trainer is handed at once. Its pre-tokenisation of one text costs a few
+# hundred bytes per character and the Python binding buffers a few hundred texts, so this bounds
+# training memory whatever the line lengths; pieces far shorter only add per-call overhead.
+TRAIN_PIECE_CHARS = 1 << 16
 # Kinds whose trainer has no use for min_frequency, and why; a value other than the default is
 # reported rather than silently dropped.
 MIN_FREQUENCY_UNUSED = {
@@ -63,14 +71,12 @@ def train_tokenizer(kind: str, vocab_size: int, files: list[Path | str] | Path |
     backend, trainer = BUILDERS[kind](vocab_size, min_frequency, lowercase, special_added_tokens(specials))
     trainer.show_progress = show_progress
     with explained_training_errors(kind, vocab_size):
-        if paths is not None:
-            backend.train([str(path) for path in paths], trainer)
-        else:
-            stream = TextStream(texts)
-            backend.train_from_iterator(stream, trainer)
-            if stream.empty:
-                raise UserError(f"The texts given to train the {kind} tokenizer are all empty; "
-                                "there is nothing to learn a vocabulary from.")
+        stream = TextStream(file_pieces(paths, TRAIN_PIECE_CHARS) if paths is not None
+                            else text_pieces(texts, TRAIN_PIECE_CHARS))
+        backend.train_from_iterator(stream, trainer)
+        if stream.empty and paths is None:
+            raise UserError(f"The texts given to train the {kind} tokenizer are all empty; "
+                            "there is nothing to learn a vocabulary from.")
     backend.post_processor = model_input_template(backend, specials)
     return FoundryTokenizer(backend, kind)
 
@@ -126,6 +132,20 @@ def explained_training_errors(kind: str, vocab_size: int) -> Iterator[None]:
         raise UserError(f"tokenizer.vocab_size {vocab_size} is too small for a {kind} tokenizer on this corpus: "
                         "it must hold every distinct character of the text plus the special tokens. "
                         "Raise tokenizer.vocab_size.") from error
+
+
+def file_pieces(paths: list[Path], limit: int) -> Iterator[str]:
+    """The lines of the files (newlines kept, as the trainer's own file reader gives them), a line
+    longer than `limit` characters in pieces (`read_line_pieces`)."""
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            yield from read_line_pieces(handle, limit)
+
+
+def text_pieces(texts: Iterable[str], limit: int) -> Iterator[str]:
+    """Each text, one longer than `limit` characters in pieces (`cut_text`)."""
+    for text in texts:
+        yield from cut_text(text, limit)
 
 
 class TextStream:
