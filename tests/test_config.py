@@ -118,16 +118,21 @@ def test_template_is_valid_and_commented(tmp_path, arch):
         new_pretraining("demo", arch=arch, root=tmp_path)
 
 
-@pytest.mark.parametrize(("arch", "positional", "norm"), [("gpt", "learned", "pre"), ("bert", "rotary", "post")])
+@pytest.mark.parametrize(("arch", "positional", "norm"), [("gpt", "rotary", "pre"), ("bert", "rotary", "pre"),
+                                                   ("lstm", "learned", "pre")])
 def test_template_shows_the_settings_the_model_really_uses(tmp_path, arch, positional, norm):
-    """The commented model keys show the architecture's defaults: bert's rotary positions (a small masked LM
-    with learned ones stays on the unigram plateau), GPT-2's learned ones."""
+    """The commented model keys show what the model will use: the template's recipe (modern) over the
+    architecture's defaults where it has recipes; a recurrent model has none, so its line stays commented."""
     from model_foundry.models import create_config
 
     text = new_pretraining("demo", arch=arch, root=tmp_path).read_text()
     assert f"# positional: {positional} " in text and f"# norm_position: {norm} " in text
     settings = create_config(arch, None, **load_config(tmp_path / "pretraining" / "demo" / "config.yaml")
                              .config.model.architecture_values())[1]
+    if arch == "lstm":
+        assert "# recipe: classic" in text
+        return
+    assert "\n  recipe: modern " in text
     assert (settings.positional, settings.norm_position) == (positional, norm)
 
 

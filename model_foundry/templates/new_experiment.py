@@ -16,6 +16,9 @@ from model_foundry.tasks.finetuning import FinetuningTask
 
 # What the template shows for settings an architecture (a recurrent one) does not have.
 TEMPLATE_FALLBACKS = {"positional": "learned", "norm_position": "pre", "attention_type": "causal"}
+# The recipe a new pretraining experiment starts from, where the architecture has recipes: the one that
+# learned fastest per step and per second (docs/measurements.md, "The modern recipe").
+TEMPLATE_RECIPE = "modern"
 
 
 def template_architectures() -> dict[str, type]:
@@ -50,16 +53,19 @@ def render_template(name: str, arch: str, root: Path) -> str:
         raise UserError(f"--arch {arch!r} has no pretraining template; choose one of {', '.join(architectures)}.")
     cls = architectures[arch]
     template = resources.files("model_foundry.templates").joinpath("pretraining.yaml").read_text()
-    settings = architecture_defaults(cls)
+    recipe = TEMPLATE_RECIPE if TEMPLATE_RECIPE in cls.recipes else None
+    settings = architecture_defaults(cls, recipe)
     return template.format(name=name, arch=arch, output_dir=root.as_posix(), resume="false", resume_from="",
                            architectures=" | ".join(architectures), positional=settings["positional"],
                            norm=settings["norm_position"], attention=settings["attention_type"],
-                           task=cls.default_task, tokenizer=cls.default_tokenizer)
+                           task=cls.default_task, tokenizer=cls.default_tokenizer,
+                           recipe=f"recipe: {recipe}" if recipe else "# recipe: classic")
 
 
-def architecture_defaults(cls) -> dict:
-    """The template-visible settings of an architecture, from its config class's defaults."""
+def architecture_defaults(cls, recipe: str | None = None) -> dict:
+    """The template-visible settings of an architecture: its config class's defaults under `recipe`'s."""
     defaults = {f.name: f.default for f in fields(cls.config_class)}
+    defaults.update(cls.recipes.get(recipe, {}) if recipe else {})
     return {key: defaults.get(key, fallback) for key, fallback in TEMPLATE_FALLBACKS.items()}
 
 
