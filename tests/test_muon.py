@@ -66,6 +66,18 @@ def test_an_untied_head_and_task_heads_stay_with_adamw():
         f"backbone.blocks.{i}.rnn.{kind}_l0" for i in range(2) for kind in ("weight_ih", "weight_hh")}
 
 
+def test_lora_factors_stay_with_adamw_so_muon_holds_only_frozen_base_weights():
+    pytest.importorskip("peft")
+    from model_foundry.config.schema import LoraSection
+    from model_foundry.models.lora import apply_lora
+
+    model = apply_lora(create_model("gpt", **SIZES), LoraSection(enabled=True))
+    muon = hidden_matrices(model)
+    factors = [name for name, _ in model.named_parameters() if ".lora_" in name]
+    assert factors and not names_of(model, muon) & set(factors)
+    assert muon and not any(param.requires_grad for param in model.parameters() if id(param) in muon)
+
+
 @pytest.mark.parametrize("arch", ["gpt", "bert"])
 def test_every_parameter_is_in_exactly_one_group_of_the_right_optimizer(arch):
     model = untied_gpt() if arch == "gpt" else create_model(arch, **SIZES)
