@@ -258,7 +258,18 @@ class TrainingSection(Section):
     plateau_patience: int = Field(3, ge=1)
     # plateau: what the rate is multiplied by at each reduction.
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
-    # AdamW's weight decay, never applied to biases, norms and embeddings.
+    # adamw for every weight, or muon: Muon (orthogonalised momentum, torch.optim.Muon) for the 2-D
+    # weight matrices of the hidden blocks, AdamW for embeddings, norms, biases, heads and poolers
+    # (docs/training.md#optimizers-adamw-and-muon). Not with distributed: fsdp.
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    # muon: the peak rate of the Muon-updated matrices (Keller Jordan's convention: scaled by
+    # sqrt(max(1, rows/cols)) per matrix); learning_rate stays the AdamW groups' peak, and the schedule
+    # shapes both alike.
+    muon_learning_rate: float = Field(0.02, gt=0.0)
+    # muon: the Muon matrices' Nesterov momentum.
+    muon_momentum: float = Field(0.95, ge=0.0, lt=1.0)
+    # Decoupled weight decay, never applied to biases, norms and embeddings; per step a matrix
+    # shrinks by its group's rate x this (Muon's rate for the Muon matrices).
     weight_decay: float = Field(0.1, ge=0.0)
     # AdamW's beta1.
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
@@ -325,6 +336,17 @@ class TrainingSection(Section):
     def one_warmup(self) -> "TrainingSection":
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             raise ValueError("set either warmup_steps or warmup_ratio, not both")
+        return self
+
+    @model_validator(mode="after")
+    def muon_needs_whole_matrices(self) -> "TrainingSection":
+        """Refused even in one process, where fsdp has no effect: such a config would fail once scaled out."""
+        if self.optimizer == "muon" and self.distributed == "fsdp":
+            raise ValueError("training.optimizer: muon cannot be used with training.distributed: fsdp. Muon "
+                             "orthogonalises each weight matrix as a whole, while FSDP2 keeps only a shard of "
+                             "each matrix in every process, and Model Foundry has no sharded Muon. Use "
+                             "training.distributed: ddp (every process holds whole matrices), or keep fsdp with "
+                             "training.optimizer: adamw")
         return self
 
 

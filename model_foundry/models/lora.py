@@ -99,9 +99,14 @@ def load_adapter(model: nn.Module, adapter_dir: Path, trainable: bool = True) ->
                         f"{result.unexpected_keys[0]!r}; it was trained on another backbone.")
     if not trainable:
         for name, param in model.named_parameters():
-            if ".lora_" in name:
+            if is_adapter_parameter(name):
                 param.requires_grad_(False)
     return model
+
+
+def is_adapter_parameter(name: str) -> bool:
+    """Whether a parameter (by its name in the model) is one of peft's LoRA factors."""
+    return ".lora_" in name
 
 
 def inject_saved_structure(peft, model: nn.Module, adapter_dir: Path) -> None:

@@ -31,7 +31,8 @@ def ignored_training_keys(config: FoundryConfig, has_val: bool, batches_per_epoc
     return [*ignored_length_keys(training), *ignored_validation_keys(training, has_val),
             *ignored_schedule_keys(training, has_val),
             *ignored_unfreezing_keys(config.transfer, steps_per_epoch, total_steps(training, batches_per_epoch)),
-            *ignored_checkpoint_keys(training), *ignored_distributed_keys(training, alone)]
+            *ignored_checkpoint_keys(training), *ignored_distributed_keys(training, alone),
+            *ignored_optimizer_keys(config)]
 
 
 def ignored_length_keys(tc: TrainingSection) -> list[str]:
@@ -67,6 +68,20 @@ def ignored_distributed_keys(tc: TrainingSection, alone: bool) -> list[str]:
     if alone and tc.distributed != TrainingSection.model_fields["distributed"].default:
         return [f"training.distributed: {tc.distributed} has no effect in one process (start several with "
                 "--nproc N or torchrun)."]
+    return []
+
+
+def ignored_optimizer_keys(config: FoundryConfig) -> list[str]:
+    """The Muon settings under AdamW, and Muon under LoRA, whose trainable weights all stay with AdamW
+    (`muon.hidden_matrices`: the adapters' factors, head and pooler; the matrices Muon would
+    take are LoRA's frozen base weights)."""
+    tc, defaults = config.training, TrainingSection.model_fields
+    if tc.optimizer == "adamw":
+        return [f"training.{key} has no effect with training.optimizer: adamw (only muon uses it)."
+                for key in ("muon_learning_rate", "muon_momentum") if getattr(tc, key) != defaults[key].default]
+    if config.lora.enabled:
+        return ["training.optimizer: muon has no effect with lora.enabled: the LoRA factors, the head and the "
+                "pooler train with AdamW, and the matrices Muon updates are LoRA's frozen base weights."]
     return []
 
 

@@ -42,7 +42,7 @@ from model_foundry.training.ignored_keys import ignored_training_keys, warn
 from model_foundry.training.metrics_log import MetricsLogger
 from model_foundry.training.milestones import TextMilestones
 from model_foundry.training.non_finite import FiniteGuard
-from model_foundry.training.optimizer import build_optimizer, parameter_groups
+from model_foundry.training.optimizer import check_saved_optimizer, make_optimizer
 from model_foundry.training.precision import (autocast, make_grad_scaler, precision_note, resolve_device,
                                               resolve_precision)
 from model_foundry.training.progress import Progress
@@ -84,8 +84,7 @@ class Trainer:
         self.rows_per_step = tc.batch_size * tc.gradient_accumulation_steps  # the stream's batches are full (drop_last)
         steps_per_epoch = self.train_stream.batches_per_epoch / tc.gradient_accumulation_steps
         self.transfer = TransferPlan(config.transfer, self.model, steps_per_epoch)
-        self.optimizer = build_optimizer(parameter_groups(self.model, tc.weight_decay, self.transfer.group_of),
-                                         tc.learning_rate, (tc.beta1, tc.beta2), self.device)
+        self.optimizer = make_optimizer(self.model, tc, self.device, self.transfer.group_of)
         self.schedule = make_schedule(tc.lr_schedule, tc.learning_rate, tc.min_lr, self.total_steps,
                                       tc.warmup_steps, tc.warmup_ratio, plateau_patience=tc.plateau_patience,
                                       plateau_factor=tc.plateau_factor)
@@ -117,12 +116,14 @@ class Trainer:
                  "elapsed_s": c.elapsed_s,
                  "epoch": self.train_stream.epoch, "data": self.train_stream.state_dict(),
                  "optimizer": self.model_state.optimizer_state(self.model, self.optimizer),
+                 "optimizer_name": self.config.training.optimizer,
                  "scaler": self.scaler.state_dict(), "schedule": self.schedule.state_dict(), "rng": ckpt.capture_rng()}
         if not self.workers.alone:
             state.update(world_size=self.workers.world_size, rank_rng=self.workers.gather_objects(state["rng"]))
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        check_saved_optimizer(state.get("optimizer_name", "adamw"), self.config.training.optimizer)
         self.model_state.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.train_stream.load_state_dict(state["data"])
