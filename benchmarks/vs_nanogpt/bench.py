@@ -122,11 +122,14 @@ def run_nanogpt(nanogpt: Path, steps: int, eval_interval: int, python: str, env:
     return {"wall": wall, "val": float(val), "val_step": int(step)}
 
 
-def run_foundry(steps: int, eval_interval: int, text: Path, env: dict[str, str], work: Path) -> dict:
+def run_foundry(steps: int, eval_interval: int, text: Path, env: dict[str, str], work: Path,
+                settings: list[str]) -> dict:
     out = work / "foundry"
     command = [sys.executable, "-m", "model_foundry", "train", str(RECIPE), "--set", f"training.max_steps={steps}",
                "--set", f"training.eval_interval={eval_interval}", "--set", f"data.train.path={text}",
                "--out", str(out)]
+    for setting in settings:
+        command += ["--set", setting]
     wall = run_logged(command, REPO, env, work / "foundry.log", "foundry train")
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     with open(out / "metrics" / "eval.csv", newline="", encoding="utf-8") as handle:
@@ -164,7 +167,8 @@ def print_table(nano: list[dict], ours: list[dict], args: argparse.Namespace, ev
     print(f"{'nanoGPT train.py':18s} {n_wall:8.1f} {1.0:10.2f} {n_val:9.4f} {'-':>10s}")
     print(f"{'foundry train':18s} {o_wall:8.1f} {o_wall / n_wall:10.2f} {o_val:9.4f} "
           f"{median(ours, 'val_whole'):10.4f}")
-    print(f"(val loss: the eval at step {args.steps}, 20 batches each; whole val: foundry's results.json, "
+    print(f"foundry: {args.foundry_steps or args.steps} steps, settings {args.foundry_set or 'the recipe as it is'}")
+    print(f"(val loss: each side's eval at its last step, 20 batches each; whole val: foundry's results.json, "
           f"checkpoint {ours[-1]['checkpoint']!r}; foundry's own training wall time "
           f"{median(ours, 'train_wall'):.1f} s)")
     wall_ok, loss_ok = o_wall <= TARGET_WALL_RATIO * n_wall, o_val <= n_val
@@ -185,6 +189,10 @@ def main() -> None:
                         help="the interpreter for nanoGPT's scripts (default this one; it needs numpy and torch)")
     parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="tinyshakespeare's input.txt")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the logs and runs in DIR (default: deleted)")
+    parser.add_argument("--foundry-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting added to foundry's run (repeatable), e.g. model.recipe=modern")
+    parser.add_argument("--foundry-steps", type=int, metavar="N",
+                        help="foundry's steps (default --steps): fewer, to time how soon it reaches nanoGPT's loss")
     args = parser.parse_args()
     missing = missing_parts(args.nanogpt)
     if missing:
@@ -201,6 +209,8 @@ def main() -> None:
     if args.steps % eval_interval:
         parser.error(f"--eval-interval {eval_interval} must divide --steps {args.steps}, "
                      "so that both sides evaluate at the last step")
+    foundry_steps = args.foundry_steps or args.steps
+    foundry_eval_interval = eval_interval if foundry_steps == args.steps else default_eval_interval(foundry_steps)
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     env.pop("RANK", None)  # nanoGPT would take a leftover RANK for a DDP launch
     with tempfile.TemporaryDirectory(prefix="vs_nanogpt_") as tmp:
@@ -224,7 +234,8 @@ def main() -> None:
                     nano.append(run_nanogpt(nanogpt, args.steps, eval_interval, args.python, env, work))
                     result = nano[-1]
                 else:
-                    ours.append(run_foundry(args.steps, eval_interval, args.data.resolve(), env, work))
+                    ours.append(run_foundry(foundry_steps, foundry_eval_interval, args.data.resolve(), env, work,
+                                            args.foundry_set))
                     result = ours[-1]
                 print(f"round {round_index + 1}/{args.rounds}: {side:8s} {result['wall']:7.1f} s, "
                       f"val loss {result['val']:.4f} at step {result['val_step']}", flush=True)
