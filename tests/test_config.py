@@ -118,21 +118,21 @@ def test_template_is_valid_and_commented(tmp_path, arch):
         new_pretraining("demo", arch=arch, root=tmp_path)
 
 
-@pytest.mark.parametrize(("arch", "positional", "norm"), [("gpt", "rotary", "pre"), ("bert", "rotary", "pre"),
+@pytest.mark.parametrize(("arch", "positional", "norm"), [("gpt", "rotary", "pre"), ("bert", "rotary", "post"),
                                                    ("lstm", "learned", "pre")])
 def test_template_shows_the_settings_the_model_really_uses(tmp_path, arch, positional, norm):
-    """The commented model keys show what the model will use: the template's recipe (modern) over the
-    architecture's defaults where it has recipes; a recurrent model has none, so its line stays commented."""
+    """The commented model keys show what the model will use: the template's recipe over the architecture's
+    defaults (modern for gpt, where it was measured to win; bert keeps BERT's layout with rotary positions)."""
     from model_foundry.models import create_config
 
     text = new_pretraining("demo", arch=arch, root=tmp_path).read_text()
     assert f"# positional: {positional} " in text and f"# norm_position: {norm} " in text
     settings = create_config(arch, None, **load_config(tmp_path / "pretraining" / "demo" / "config.yaml")
                              .config.model.architecture_values())[1]
-    if arch == "lstm":
-        assert "# recipe: classic" in text
+    assert ("\n  recipe: modern " in text) == (arch == "gpt") and ("# recipe: classic" in text) == (arch != "gpt")
+    assert ("\n  optimizer: muon " in text) == (arch == "gpt")
+    if arch == "lstm":  # no positions or norms: the template shows the fallbacks, commented
         return
-    assert "\n  recipe: modern " in text
     assert (settings.positional, settings.norm_position) == (positional, norm)
 
 
