@@ -122,7 +122,8 @@ def test_template_is_valid_and_commented(tmp_path, arch):
                                                    ("lstm", "learned", "pre")])
 def test_template_shows_the_settings_the_model_really_uses(tmp_path, arch, positional, norm):
     """The commented model keys show what the model will use: the template's recipe over the architecture's
-    defaults (modern for gpt, where it was measured to win; bert keeps BERT's layout with rotary positions)."""
+    defaults (modern for gpt, where it was measured to win; bert keeps BERT's layout with rotary positions, and
+    both train with Muon)."""
     from model_foundry.models import create_config
 
     text = new_pretraining("demo", arch=arch, root=tmp_path).read_text()
@@ -130,7 +131,7 @@ def test_template_shows_the_settings_the_model_really_uses(tmp_path, arch, posit
     settings = create_config(arch, None, **load_config(tmp_path / "pretraining" / "demo" / "config.yaml")
                              .config.model.architecture_values())[1]
     assert ("\n  recipe: modern " in text) == (arch == "gpt") and ("# recipe: classic" in text) == (arch != "gpt")
-    assert ("\n  optimizer: muon " in text) == (arch == "gpt")
+    assert ("\n  optimizer: muon " in text) == (arch in ("gpt", "bert"))
     if arch == "lstm":  # no positions or norms: the template shows the fallbacks, commented
         return
     assert (settings.positional, settings.norm_position) == (positional, norm)
