@@ -91,6 +91,11 @@ def resized_rows(tensor: Tensor, num_rows: int, std: float) -> Tensor:
     return resized
 
 
+def resized_parameter(param: nn.Parameter, num_rows: int, std: float) -> nn.Parameter:
+    """`param` as a new parameter of `num_rows` rows (`resized_rows`), frozen if it was frozen."""
+    return nn.Parameter(resized_rows(param, num_rows, std), requires_grad=param.requires_grad)
+
+
 class BaseLanguageModel(nn.Module, ABC):
     """The interface the trainer, tasks and inference rely on; every architecture implements it.
 
@@ -187,8 +192,7 @@ class BaseLanguageModel(nn.Module, ABC):
         if output is not None:
             output.out_features = new_num_tokens
         if output is not None and not getattr(self.config, "tie_weights", True):  # an untied head's own new rows
-            output.weight = nn.Parameter(resized_rows(output.weight, new_num_tokens, INIT_STD),
-                                         requires_grad=output.weight.requires_grad)
+            output.weight = resized_parameter(output.weight, new_num_tokens, INIT_STD)
         self.tie_weights()
         return new
 

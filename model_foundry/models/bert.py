@@ -19,7 +19,7 @@ from model_foundry.models.backbones.normalization import norm_layer
 from model_foundry.models.backbones.transformer import (ACTIVATIONS, MODERN_RECIPE, TRANSFORMER_PRESETS,
                                                         TransformerBackbone, TransformerConfig, soft_cap)
 from model_foundry.models.base import (BaseLanguageModel, ModelOutput, init_normal, init_residual_projections,
-                                       resized_rows)
+                                       resized_parameter)
 from model_foundry.models.registry import register_architecture
 
 
@@ -88,8 +88,7 @@ class Bert(BaseLanguageModel):
     def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
         embedding = super().resize_token_embeddings(new_num_tokens)
         if self.mlm_head.bias is not None:
-            self.mlm_head.bias = nn.Parameter(resized_rows(self.mlm_head.bias, new_num_tokens, std=0.0),
-                                              requires_grad=self.mlm_head.bias.requires_grad)
+            self.mlm_head.bias = resized_parameter(self.mlm_head.bias, new_num_tokens, 0.0)
         return embedding
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,

@@ -35,7 +35,7 @@ from model_foundry.models.backbones.positional import RotaryEmbedding
 from model_foundry.models.backbones.normalization import norm_layer
 from model_foundry.models.backbones.transformer import (ACTIVATIONS, TRANSFORMER_PRESETS, TransformerBackbone,
                                                         TransformerBlock, TransformerConfig)
-from model_foundry.models.base import (IGNORE_INDEX, BaseLanguageModel, ModelOutput, init_normal, resized_rows,
+from model_foundry.models.base import (IGNORE_INDEX, BaseLanguageModel, ModelOutput, init_normal, resized_parameter,
                                        token_loss)
 from model_foundry.models.bert import BertConfig, MaskedLMHead
 from model_foundry.models.registry import register_architecture
@@ -166,8 +166,7 @@ class Electra(BaseLanguageModel):
         embedding = super().resize_token_embeddings(new_num_tokens)
         head = self.generator.head
         if head.bias is not None:
-            head.bias = nn.Parameter(resized_rows(head.bias, new_num_tokens, std=0.0),
-                                     requires_grad=head.bias.requires_grad)
+            head.bias = resized_parameter(head.bias, new_num_tokens, 0.0)
         return embedding
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,

@@ -32,7 +32,7 @@ from model_foundry.models.backbones.attention import KeyValue
 from model_foundry.models.backbones.transformer import (MODERN_RECIPE, TRANSFORMER_PRESETS, OutputProjection,
                                                         TransformerBackbone, TransformerConfig)
 from model_foundry.models.base import (INIT_STD, BaseLanguageModel, ModelOutput, init_normal, init_residual_projections,
-                                       resized_rows, token_loss)
+                                       resized_parameter, token_loss)
 from model_foundry.models.bert import MaskedLMHead
 from model_foundry.models.registry import register_architecture
 
@@ -159,11 +159,9 @@ class HybridLM(BaseLanguageModel):
         decoder = self.mlm_head.decoder
         decoder.out_features = new_num_tokens
         if not self.config.tie_weights:  # the masked head's own output projection needs its own new rows
-            decoder.weight = nn.Parameter(resized_rows(decoder.weight, new_num_tokens, INIT_STD),
-                                          requires_grad=decoder.weight.requires_grad)
+            decoder.weight = resized_parameter(decoder.weight, new_num_tokens, INIT_STD)
         if self.mlm_head.bias is not None:
-            self.mlm_head.bias = nn.Parameter(resized_rows(self.mlm_head.bias, new_num_tokens, std=0.0),
-                                              requires_grad=self.mlm_head.bias.requires_grad)
+            self.mlm_head.bias = resized_parameter(self.mlm_head.bias, new_num_tokens, 0.0)
         return embedding
 
     def transformer_modules(self) -> list[nn.Module]:
