@@ -15,6 +15,7 @@ from model_foundry.inference.generation import (choose_next, continuation_text, 
                                                 keep_top_p, until_stop)
 from model_foundry.inference.loading import load_tokenizer
 from model_foundry.models import GPT, Bert
+from model_foundry.models.backbones.attention import KeyValueCache
 from model_foundry.models.bert import BertConfig
 from model_foundry.models.gpt import GPTConfig
 from model_foundry.models.recurrent import LSTM, LSTMConfig
@@ -98,12 +99,26 @@ def test_decode_steps_give_the_logits_of_a_full_forward_pass(positional):
     with torch.no_grad():
         full = model(ids, attention_mask=mask).logits
         logits, cache = model.decode_step(ids[:, :4], mask[:, :4], None)
+        buffers = [layer.keys.data_ptr() for layer in cache]
         steps = [logits]
         for t in range(4, 7):
             logits, cache = model.decode_step(ids[:, t:t + 1], mask[:, :t + 1], cache)
             steps.append(logits)
     assert torch.allclose(torch.stack(steps, dim=1), full[:, 3:], atol=1e-5)
-    assert len(cache) == 2 and cache[0][0].shape == (2, 2, 7, 16)  # per layer (keys, values), all positions
+    assert len(cache) == 2 and [layer.length for layer in cache] == [7, 7]  # per layer, all positions
+    # The keys were written into the buffers the prompt allocated (block_size positions), not copied anew each step.
+    assert [layer.keys.data_ptr() for layer in cache] == buffers
+    assert cache[0].keys.shape == (2, 2, model.config.block_size, 16)
+
+
+def test_a_key_value_cache_refuses_more_positions_than_its_capacity():
+    cache = KeyValueCache(capacity=4)
+    keys, values = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)
+    cached_keys, cached_values = cache.extend(keys, values)
+    assert torch.equal(cached_keys, keys) and torch.equal(cached_values, values)
+    with pytest.raises(ValueError, match="4 positions cannot take 5"):
+        cache.extend(torch.randn(1, 2, 2, 8), torch.randn(1, 2, 2, 8))
+    assert cache.length == 3  # the refused step wrote nothing
 
 
 def test_a_left_padded_row_gets_the_positions_it_has_alone():

@@ -152,9 +152,15 @@ def prompts_in_context(prompts: list[list[int]], block_size: int | None) -> list
     return [prompt[-block_size:] for prompt in prompts]
 
 
-def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(ids, attention_mask), both (batch, longest prompt), with padding on the left."""
+def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """(ids, attention_mask), both (batch, longest prompt), with padding on the left.
+
+    The mask is None when every prompt has the same length: with nothing padded the model needs
+    no mask, and a decoding step then skips building one.
+    """
     longest = max(len(prompt) for prompt in prompts)
+    if all(len(prompt) == longest for prompt in prompts):
+        return torch.tensor(prompts, dtype=torch.long, device=device), None
     ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), longest), dtype=torch.long)
     for row, prompt in enumerate(prompts):
@@ -179,12 +185,13 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def decode_tokens(step: StepFunction, ids: Tensor, mask: Tensor, steps: int, stop_ids: Tensor, pad_id: int,
+def decode_tokens(step: StepFunction, ids: Tensor, mask: Tensor | None, steps: int, stop_ids: Tensor, pad_id: int,
                   choose: Callable[[Tensor], Tensor], block_size: int | None) -> Tensor:
     """The (batch, n <= steps) new tokens; a row that has stopped is filled with `pad_id` after its stop token.
 
-    `window` and `mask` hold the tokens the model conditions on, at most `block_size` columns;
-    `cache` (when not None) covers all of them but the newest column, which is `step_input`.
+    `window` and `mask` hold the tokens the model conditions on, at most `block_size` columns
+    (`mask` None: no prompt is padded; the tokens after a row's stop are its own business, never
+    masked); `cache` (when not None) covers all of them but the newest column, which is `step_input`.
     """
     batch = ids.size(0)
     finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
@@ -192,16 +199,21 @@ def decode_tokens(step: StepFunction, ids: Tensor, mask: Tensor, steps: int, sto
     window, step_input, cache = ids, ids, None
     for _ in range(steps):
         logits, cache = step(step_input, mask, cache)
-        next_ids = choose(logits).masked_fill(finished, pad_id)
+        next_ids = choose(logits)
+        stops = bool(stop_ids.numel())  # without stop tokens no row stops: no check, no sync with the device
+        if stops:
+            next_ids = next_ids.masked_fill(finished, pad_id)
+            finished |= torch.isin(next_ids, stop_ids)
         new_tokens.append(next_ids)
-        finished |= torch.isin(next_ids, stop_ids)
-        if bool(finished.all()):
+        if stops and bool(finished.all()):
             break
         step_input = next_ids[:, None]
         window = torch.cat((window, step_input), dim=1)
-        mask = torch.cat((mask, mask.new_ones(batch, 1)), dim=1)
+        if mask is not None:
+            mask = torch.cat((mask, mask.new_ones(batch, 1)), dim=1)
         if block_size is not None and window.size(1) > block_size:
-            window, mask = window[:, -block_size:], mask[:, -block_size:]
+            window = window[:, -block_size:]
+            mask = mask[:, -block_size:] if mask is not None else None
             step_input, cache = window, None  # positions shift: recompute the window from scratch
     if not new_tokens:
         return ids.new_empty(batch, 0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from model_foundry.models.backbones.attention import KeyValue
+from model_foundry.models.backbones.attention import KeyValueCache
 from model_foundry.models.backbones.transformer import (MODERN_RECIPE, TRANSFORMER_PRESETS, OutputProjection,
                                                         TransformerBackbone, TransformerConfig)
 from model_foundry.models.base import BaseLanguageModel, ModelOutput, init_normal, init_residual_projections
@@ -51,7 +51,7 @@ class GPT(BaseLanguageModel):
                                 score_targets_only)
 
     def decode_step(self, input_ids: Tensor, attention_mask: Tensor,
-                    cache: list[KeyValue] | None = None) -> tuple[Tensor, list[KeyValue]]:
+                    cache: list[KeyValueCache] | None = None) -> tuple[Tensor, list[KeyValueCache]]:
         """`BaseLanguageModel.decode_step` with a key/value cache: a step computes only the new tokens."""
         hidden, _, cache = self.backbone(input_ids, attention_mask, past_key_values=cache, use_cache=True)
         return self.lm_head(hidden[:, -1]), cache

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 from torch import Tensor, nn
 
 from model_foundry.errors import UserError, did_you_mean
-from model_foundry.models.backbones.attention import KeyValue
+from model_foundry.models.backbones.attention import KeyValueCache
 from model_foundry.models.backbones.transformer import (MODERN_RECIPE, TRANSFORMER_PRESETS, OutputProjection,
                                                         TransformerBackbone, TransformerConfig)
 from model_foundry.models.base import (INIT_STD, BaseLanguageModel, ModelOutput, init_normal, init_residual_projections,
@@ -201,7 +201,7 @@ class HybridLM(BaseLanguageModel):
         return output
 
     def decode_step(self, input_ids: Tensor, attention_mask: Tensor,
-                    cache: list[KeyValue] | None = None) -> tuple[Tensor, list[KeyValue]]:
+                    cache: list[KeyValueCache] | None = None) -> tuple[Tensor, list[KeyValueCache]]:
         """Generation through the causal stack with its key/value cache (see GPT.decode_step)."""
         hidden, _, cache = self.causal_backbone(input_ids, attention_mask, past_key_values=cache, use_cache=True)
         return self.clm_head(hidden[:, -1]), cache

@@ -28,23 +28,32 @@ KeyValue = tuple[Tensor, Tensor]
 class KeyValueCache:
     """The keys and values one attention layer has computed so far, each (batch, heads, time, head_dim).
 
-    Keys are stored after the rotary rotation: it depends only on the key's own position, so a
-    cached key never needs rotating again.
+    The buffers are allocated once for `capacity` positions (the model's `block_size`: decoding
+    never attends further back) and each step writes its new positions in place, so a step costs
+    a copy of the new token's keys and values, not of everything cached so far. Keys are stored
+    after the rotary rotation: it depends only on the key's own position, so a cached key never
+    needs rotating again.
     """
 
-    def __init__(self, past: KeyValue | None = None):
-        self.keys, self.values = past if past is not None else (None, None)
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
 
     def extend(self, keys: Tensor, values: Tensor) -> KeyValue:
         """Append the new positions' keys and values; return all of them, past ones first."""
-        if self.keys is not None:
-            keys = torch.cat((self.keys, keys), dim=-2)
-            values = torch.cat((self.values, values), dim=-2)
-        self.keys, self.values = keys, values
-        return keys, values
-
-    def as_tuple(self) -> KeyValue:
-        return self.keys, self.values
+        end = self.length + keys.size(-2)
+        if end > self.capacity:
+            raise ValueError(f"a key/value cache of {self.capacity} positions cannot take {end}")
+        if self.keys is None:
+            batch, heads, _, head_dim = keys.shape
+            self.keys = keys.new_empty(batch, heads, self.capacity, head_dim)
+            self.values = values.new_empty(batch, heads, self.capacity, head_dim)
+        self.keys[:, :, self.length:end] = keys
+        self.values[:, :, self.length:end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
 
 def rotate(rotary: RotaryEmbedding, x: Tensor, positions: Tensor | None) -> Tensor:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from model_foundry.config.choices import ATTENTION_TYPES, NORM_POSITIONS, NORMS, POSITIONAL_ENCODINGS
 from model_foundry.errors import UserError, did_you_mean
-from model_foundry.models.backbones.attention import KeyValue, KeyValueCache, SelfAttention
+from model_foundry.models.backbones.attention import KeyValueCache, SelfAttention
 from model_foundry.models.backbones.normalization import norm_layer
 from model_foundry.models.backbones.positional import RotaryEmbedding, sinusoidal_table
 
@@ -215,22 +215,22 @@ class TransformerBackbone(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, output_hidden_states: bool = False, *,
-                past_key_values: list[KeyValue] | None = None, use_cache: bool = False,
+                past_key_values: list[KeyValueCache] | None = None, use_cache: bool = False,
                 position_ids: Tensor | None = None) -> tuple:
-        """(hidden, all_hidden or None), plus the per-layer (keys, values) of every position when `use_cache`.
+        """(hidden, all_hidden or None), plus the per-layer key/value caches of every position when `use_cache`.
 
-        `past_key_values` are those of earlier positions (returned by a previous call with
-        `use_cache`); `attention_mask` then covers the past and the new positions, shape
+        `past_key_values` are the caches of earlier positions (returned by a previous call with
+        `use_cache`; they are extended in place); `attention_mask` then covers the past and the new positions, shape
         (batch, past + time). `position_ids` (batch, time) override the default positions, which
         count real tokens only.
         """
         length = input_ids.size(1)
-        past_length = past_key_values[0][0].size(-2) if past_key_values else 0
+        past_length = past_key_values[0].length if past_key_values else 0
         if position_ids is None:
             position_ids = self.default_positions(attention_mask, length, past_length, input_ids.device)
         x = self.embed(input_ids, token_type_ids, position_ids, past_length)
         mask, is_causal = self.attention_pattern(attention_mask, length, past_length)
-        caches = self.layer_caches(past_key_values, use_cache)
+        caches = past_key_values or [KeyValueCache(self.config.block_size) if use_cache else None for _ in self.blocks]
         hidden_states = [x]
         for block, cache in zip(self.blocks, caches):
             x = block(x, mask, is_causal, self.rotary, position_ids, cache)
@@ -239,13 +239,7 @@ class TransformerBackbone(nn.Module):
             x = self.final_norm(x)
             hidden_states[-1] = x
         outputs = (x, tuple(hidden_states) if output_hidden_states else None)
-        return (*outputs, [cache.as_tuple() for cache in caches]) if use_cache else outputs
-
-    def layer_caches(self, past_key_values: list[KeyValue] | None, use_cache: bool) -> list[KeyValueCache | None]:
-        """One cache per block, seeded with its past keys and values; None everywhere when nothing is cached."""
-        if past_key_values:
-            return [KeyValueCache(past) for past in past_key_values]
-        return [KeyValueCache() if use_cache else None for _ in self.blocks]
+        return (*outputs, caches) if use_cache else outputs
 
     @staticmethod
     def default_positions(padding: Tensor | None, length: int, past_length: int,
