@@ -1,20 +1,25 @@
 """Token-cache throughput against the plain `encode_batch` loop, and the peak memory of a build.
 
-    PYTHONPATH=. python benchmarks/corpus_prep/bench.py --mb 50 [--rounds 3] [--single-line] [--corpus FILE]
+    PYTHONPATH=. python benchmarks/corpus_prep/bench.py --mb 50 [--rounds 3] [--workers 1,2] [--single-line]
+        [--corpus FILE] [--kill-test] [--rss-only]
 
 Each round runs, interleaved in this process: the plain loop (the tokenizer's `encode_batch_fast`
-over batches of 1024 lines, ids into numpy arrays and dropped: the ceiling), the token cache with
-num_workers=1 and with num_workers=2 (each into a fresh cache directory). Then one cache build
-per worker count runs in a subprocess, for its peak RSS. The corpus is random words drawn with a
+over batches of 1024 lines, ids into numpy arrays and dropped: the ceiling) and the token cache
+with each of `--workers` (each into a fresh cache directory). Then one cache build per worker
+count runs in a subprocess, for its peak RSS (`--rss-only` skips the rounds). `--kill-test`
+then builds the cache again in a subprocess, SIGKILLs it half-way (at half the uninterrupted
+build's time), reruns it to the end and compares the token file with the uninterrupted one. The corpus is random words drawn with a
 Zipf-like law from a fixed seed, so the same --mb gives the same file; the tokenizer is a
 byte-level BPE of 8k tokens trained on its first 10 MB.
 """
 from __future__ import annotations
 
 import argparse
+import filecmp
 import itertools
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,16 +72,48 @@ def cache_build(tokenizer: FoundryTokenizer, path: Path, num_workers: int) -> fl
     return elapsed
 
 
-def peak_rss_mb(tokenizer_dir: Path, path: Path, num_workers: int) -> float:
-    """The largest RSS of a cache build in a child process (its workers count separately), read
-    by `/usr/bin/time` so each build is measured on its own."""
-    code = ("import sys, tempfile; from model_foundry.data import tokenize_to_cache; "
-            "from model_foundry.tokenizer import FoundryTokenizer; t = FoundryTokenizer.load(sys.argv[1]); "
-            "tokenize_to_cache([sys.argv[2]], t, tempfile.mkdtemp(dir=sys.argv[3]), fmt='text', "
-            "separator_id=t.eos_id, num_workers=int(sys.argv[4]))")
-    result = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", code, str(tokenizer_dir), str(path),
-                             str(WORK), str(num_workers)], check=True, stderr=subprocess.PIPE, text=True)
-    return int(result.stderr.strip().splitlines()[-1]) / 1024
+BUILD_CODE = ("import sys; from model_foundry.data import tokenize_to_cache; "
+              "from model_foundry.tokenizer import FoundryTokenizer; t = FoundryTokenizer.load(sys.argv[1]); "
+              "tokenize_to_cache([sys.argv[2]], t, sys.argv[3], fmt='text', separator_id=t.eos_id, "
+              "num_workers=int(sys.argv[4]))")
+
+
+def build_command(tokenizer_dir: Path, path: Path, cache_dir: Path, num_workers: int) -> list[str]:
+    return [sys.executable, "-c", BUILD_CODE, str(tokenizer_dir), str(path), str(cache_dir), str(num_workers)]
+
+
+def peak_rss_build(tokenizer_dir: Path, path: Path, num_workers: int) -> tuple[float, float, Path]:
+    """(peak RSS in MB, seconds, cache dir) of a cache build in a child process (its workers count
+    separately), the RSS read by `/usr/bin/time` so each build is measured on its own."""
+    cache_dir = Path(tempfile.mkdtemp(dir=WORK))
+    started = time.perf_counter()
+    result = subprocess.run(["/usr/bin/time", "-f", "%M", *build_command(tokenizer_dir, path, cache_dir, num_workers)],
+                            check=True, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - started
+    return int(result.stderr.strip().splitlines()[-1]) / 1024, elapsed, cache_dir
+
+
+def killed_and_resumed(tokenizer_dir: Path, path: Path, num_workers: int, kill_after: float) -> tuple[Path, float]:
+    """(cache dir, seconds of the rerun) of a build SIGKILLed after `kill_after` seconds, then run again to the end."""
+    cache_dir = Path(tempfile.mkdtemp(dir=WORK))
+    child = subprocess.Popen(build_command(tokenizer_dir, path, cache_dir, num_workers), stderr=subprocess.DEVNULL)
+    time.sleep(kill_after)
+    if child.poll() is not None:
+        raise RuntimeError(f"the build ended before it was killed at {kill_after:.0f} s")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    partial = sum(f.stat().st_size for f in cache_dir.glob("*.bin.partial"))
+    print(f"killed at {kill_after:.0f} s with {partial / 1e6:.0f} MB of tokens journaled", flush=True)
+    started = time.perf_counter()
+    subprocess.run(build_command(tokenizer_dir, path, cache_dir, num_workers), check=True, stderr=subprocess.DEVNULL)
+    return cache_dir, time.perf_counter() - started
+
+
+def same_tokens(first: Path, second: Path) -> bool:
+    """Whether two cache dirs hold byte-identical token files."""
+    files = sorted(f.name for f in first.glob("*.bin"))
+    return bool(files) and files == sorted(f.name for f in second.glob("*.bin")) and all(
+        filecmp.cmp(first / name, second / name, shallow=False) for name in files)
 
 
 def main() -> None:
@@ -85,6 +122,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--single-line", action="store_true", help="the whole corpus on one line")
     parser.add_argument("--corpus", type=Path, help="a text file to use instead of the generated one")
+    parser.add_argument("--workers", default="1,2", help="the num_workers values to time, comma-separated")
+    parser.add_argument("--kill-test", action="store_true", help="SIGKILL a build half-way, rerun, compare")
+    parser.add_argument("--rss-only", action="store_true", help="skip the timed rounds")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     path = args.corpus or make_corpus(args.mb, args.single_line)
@@ -97,15 +137,25 @@ def main() -> None:
         train_tokenizer("bpe", 8000, files=[sample]).save(tokenizer_dir)
     tokenizer = FoundryTokenizer.load(tokenizer_dir)
     print(f"corpus {path} ({megabytes:.0f} MB), bpe 8k")
-    for round_number in range(1, args.rounds + 1):
+    workers = [int(n) for n in args.workers.split(",")]
+    for round_number in range(1, 0 if args.rss_only else args.rounds + 1):
         plain = megabytes / plain_loop(tokenizer, path)
-        serial = megabytes / cache_build(tokenizer, path, 1)
-        workers = megabytes / cache_build(tokenizer, path, 2)
-        print(f"round {round_number}: plain loop {plain:.2f} MB/s | cache, 1 worker {serial:.2f} MB/s "
-              f"({serial / plain:.0%}) | cache, 2 workers {workers:.2f} MB/s ({workers / plain:.0%})", flush=True)
-    for num_workers in (1, 2):
-        print(f"peak RSS of a cache build, {num_workers} worker(s): "
-              f"{peak_rss_mb(tokenizer_dir, path, num_workers):.0f} MB (parent process)", flush=True)
+        cells = [f"plain loop {plain:.2f} MB/s"]
+        for num_workers in workers:
+            rate = megabytes / cache_build(tokenizer, path, num_workers)
+            cells.append(f"cache, {num_workers} worker(s) {rate:.2f} MB/s ({rate / plain:.0%})")
+        print(f"round {round_number}: " + " | ".join(cells), flush=True)
+    for num_workers in workers:
+        rss, seconds, cache_dir = peak_rss_build(tokenizer_dir, path, num_workers)
+        print(f"peak RSS of a cache build, {num_workers} worker(s): {rss:.0f} MB (parent process), "
+              f"{megabytes / seconds:.2f} MB/s", flush=True)
+        if args.kill_test:
+            resumed, rerun_seconds = killed_and_resumed(tokenizer_dir, path, num_workers, seconds / 2)
+            print(f"rerun after SIGKILL finished in {rerun_seconds:.0f} s (uninterrupted build {seconds:.0f} s); "
+                  f"token file byte-identical to the uninterrupted build's: {same_tokens(cache_dir, resumed)}",
+                  flush=True)
+            shutil.rmtree(resumed)
+        shutil.rmtree(cache_dir)
 
 
 if __name__ == "__main__":
