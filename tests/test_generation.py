@@ -111,6 +111,16 @@ def test_decode_steps_give_the_logits_of_a_full_forward_pass(positional):
     assert cache[0].keys.shape == (2, 2, model.config.block_size, 16)
 
 
+def test_a_bf16_model_on_the_cpu_caches_in_float32_and_returns_bf16_logits():
+    model = tiny_gpt("rotary").to(torch.bfloat16)
+    with torch.no_grad():
+        logits, cache = model.decode_step(torch.tensor([PROMPTS[0]]), None, None)
+        logits, cache = model.decode_step(logits.argmax(-1, keepdim=True), None, cache)
+    # Decoding attends in float32 on the CPU (faster than its bf16 kernel), so the cache holds float32.
+    assert logits.dtype == torch.bfloat16 and cache[0].keys.dtype == torch.float32
+    assert cache[0].length == len(PROMPTS[0]) + 1 and torch.isfinite(logits).all()
+
+
 def test_a_key_value_cache_refuses_more_positions_than_its_capacity():
     cache = KeyValueCache(capacity=4)
     keys, values = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)

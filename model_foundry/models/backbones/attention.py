@@ -48,8 +48,9 @@ class KeyValueCache:
             raise ValueError(f"a key/value cache of {self.capacity} positions cannot take {end}")
         if self.keys is None:
             batch, heads, _, head_dim = keys.shape
-            self.keys = keys.new_empty(batch, heads, self.capacity, head_dim)
-            self.values = values.new_empty(batch, heads, self.capacity, head_dim)
+            dtype = torch.float32 if computes_in_float32(keys[:, :, :1]) else keys.dtype
+            self.keys = keys.new_empty(batch, heads, self.capacity, head_dim, dtype=dtype)
+            self.values = values.new_empty(batch, heads, self.capacity, head_dim, dtype=dtype)
         self.keys[:, :, self.length:end] = keys
         self.values[:, :, self.length:end] = values
         self.length = end
@@ -107,15 +108,25 @@ class SelfAttention(nn.Module):
 # heads amortise (torch 2.13, AMX CPU, forward + backward: 64 tokens x 32 dims 3x slower than
 # float32, 256 x 32 1.5x, 256 x 48 1.07x, 256 x 64 0.9x; benchmarks/cpu_paths.py).
 CPU_BF16_ATTENTION_MIN_ELEMENTS = 256 * 64
+# A single query against a key/value cache (a decoding step) is slower in bf16 at every cache length: 2x
+# to 4x float32 (the casts included) at batch 8, 6 heads of 64, from 64 cached positions up (torch 2.13,
+# AMD EPYC with AVX-512 bf16; `python benchmarks/cpu_paths.py decoding`).
+
+
+def computes_in_float32(q: Tensor) -> bool:
+    """Whether `attend` casts a CPU bf16 attention to float32: for training on short heads, and for decoding."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return False
+    return q.size(-2) == 1 or (torch.is_grad_enabled() and q.size(-2) * q.size(-1) < CPU_BF16_ATTENTION_MIN_ELEMENTS)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout: float) -> Tensor:
-    """`F.scaled_dot_product_attention`, computed in float32 where the CPU's bf16 kernel is slow to train."""
-    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
-            and q.size(-2) * q.size(-1) < CPU_BF16_ATTENTION_MIN_ELEMENTS):
+    """`F.scaled_dot_product_attention`, computed in float32 where the CPU's bf16 kernel is slow."""
+    if computes_in_float32(q):
         mask = mask.float() if mask is not None and mask.is_floating_point() else mask
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
             y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
                                                is_causal=is_causal, dropout_p=dropout)
         return y.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+    return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=is_causal,
+                                          dropout_p=dropout)
