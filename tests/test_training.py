@@ -184,6 +184,17 @@ def test_schedule_keeps_group_ratios_and_groups_skip_decay():
     assert lrs["no_decay"] == pytest.approx(0.5 * lrs["decay"])
 
 
+def test_decay_embeddings_puts_the_tied_embedding_with_the_decayed_matrices():
+    from model_foundry.models.gpt import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=20, n_layer=1, n_head=2, n_embd=8, block_size=8))
+    token_table = model.backbone.token_embedding.weight  # tied: the head's weight too
+    by_name = {g["name"]: g for g in parameter_groups(model, weight_decay=0.1)}
+    assert any(p is token_table for p in by_name["no_decay"]["params"])
+    by_name = {g["name"]: g for g in parameter_groups(model, weight_decay=0.1, decay_embeddings=True)}
+    assert any(p is token_table for p in by_name["decay"]["params"]) and by_name["decay"]["weight_decay"] == 0.1
+    assert all(p.dim() < 2 for p in by_name["no_decay"]["params"])  # biases and norms stay undecayed
+
+
 def test_precision_auto_and_refusals():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")

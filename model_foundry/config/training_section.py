@@ -46,9 +46,12 @@ class TrainingSection(Section):
     muon_learning_rate: float = Field(0.02, gt=0.0)
     # muon: the Muon matrices' Nesterov momentum.
     muon_momentum: float = Field(0.95, ge=0.0, lt=1.0)
-    # Decoupled weight decay, never applied to biases, norms and embeddings; per step a matrix
+    # Decoupled weight decay, never applied to biases and norms (nor embeddings, by default); per step a matrix
     # shrinks by its group's rate x this (Muon's rate for the Muon matrices).
     weight_decay: float = Field(0.1, ge=0.0)
+    # Decay the embedding tables too (nanoGPT decays its tied token embedding; BERT and GPT-2 never
+    # did); with tied weights the shared matrix is the embedding's and follows this key.
+    decay_embeddings: bool = False
     # AdamW's beta1.
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
     # AdamW's beta2.

@@ -23,15 +23,17 @@ GroupOf = Callable[[str], tuple[str | None, float, str]]
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, group_of: GroupOf | None = None,
-                     muon: Collection[int] = frozenset()) -> list[dict]:
+                     muon: Collection[int] = frozenset(), decay_embeddings: bool = False) -> list[dict]:
     """Split parameters into named groups: `decay` / `no_decay` (and `muon`), times the label `group_of` gives.
 
     `group_of(name) -> (label, lr_scale, part)` sorts parameters by part of the model (head,
     backbone, one block); a None label means a single group per decay kind. The parameters whose ids
-    are in `muon` go to groups marked `"optimizer": "muon"`, with weight decay. Frozen parameters are
+    are in `muon` go to groups marked `"optimizer": "muon"`, with weight decay. Embedding tables are
+    never decayed unless `decay_embeddings`. Frozen parameters are
     included: without a gradient AdamW and Muon skip them, and they train as soon as they are unfrozen.
     """
-    embedding_params = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    embedding_params = set() if decay_embeddings else {
+        id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
     groups: dict[str, dict] = {}
     seen: set[int] = set()
     for name, param in model.named_parameters():
@@ -71,14 +73,15 @@ def make_optimizer(model: nn.Module, training: TrainingSection, device: torch.de
     blocks' matrices (`muon.hidden_matrices`) with AdamW for the rest."""
     betas = (training.beta1, training.beta2)
     if training.optimizer == "adamw":
-        return build_optimizer(parameter_groups(model, training.weight_decay, group_of), training.learning_rate,
-                               betas, device)
+        groups = parameter_groups(model, training.weight_decay, group_of, decay_embeddings=training.decay_embeddings)
+        return build_optimizer(groups, training.learning_rate, betas, device)
     hidden = hidden_matrices(model)
     if not hidden:
         raise UserError(f"training.optimizer: muon found no weight matrix for Muon in this "
                         f"{type(model).__name__}: Muon updates the 2-D weights inside a model's `blocks` lists "
                         "(the hidden layers), and this model has none. Use training.optimizer: adamw.")
-    groups = parameter_groups(model, training.weight_decay, group_of, muon=hidden)
+    groups = parameter_groups(model, training.weight_decay, group_of, muon=hidden,
+                              decay_embeddings=training.decay_embeddings)
     muon_groups = [group for group in groups if group.get("optimizer") == "muon"]
     adamw = build_optimizer([group for group in groups if group.get("optimizer") != "muon"],
                             training.learning_rate, betas, device)
