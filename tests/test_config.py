@@ -131,7 +131,7 @@ def test_template_shows_the_settings_the_model_really_uses(tmp_path, arch, posit
     settings = create_config(arch, None, **load_config(tmp_path / "pretraining" / "demo" / "config.yaml")
                              .config.model.architecture_values())[1]
     assert ("\n  recipe: modern " in text) == (arch == "gpt") and ("# recipe: classic" in text) == (arch != "gpt")
-    assert ("\n  optimizer: muon " in text) == (arch in ("gpt", "bert"))
+    assert ("\n  optimizer: muon " in text) == (arch in ("gpt", "bert", "hybrid"))
     if arch == "lstm":  # no positions or norms: the template shows the fallbacks, commented
         return
     assert (settings.positional, settings.norm_position) == (positional, norm)

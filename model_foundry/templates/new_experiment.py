@@ -20,7 +20,7 @@ TEMPLATE_FALLBACKS = {"positional": "learned", "norm_position": "pre", "attentio
 # fastest where measured over three seeds (docs/measurements.md, "The modern recipe"); elsewhere the classic
 # layout and AdamW.
 TEMPLATE_RECIPES = {"gpt": "modern"}
-TEMPLATE_OPTIMIZERS = {"gpt": "muon", "bert": "muon"}
+TEMPLATE_OPTIMIZERS = {"gpt": "muon", "bert": "muon", "hybrid": "muon"}
 
 
 def template_architectures() -> dict[str, type]:
