@@ -6,7 +6,7 @@ docs/measurements.md, "What pretraining buys at small budgets". Run by hand from
     python benchmarks/quickstart_transfer/few_labels.py pretrain OUT [--corpus quickstart|reviews|review-rows]
         [--steps 400] [--seed 1337] [--mask 0.15] [--lr 1e-3] [--batch-size N]
         [--objective masked_lm|replaced_token_detection|span_contrastive|span_bag_of_words] [--lm-weight W]
-        [--temperature T] [--init-embeddings random|ppmi]
+        [--temperature T] [--init-embeddings random|ppmi] [--set SECTION.KEY=VALUE]
     python benchmarks/quickstart_transfer/few_labels.py finetune RUN OUT [--labels 200] [--pooler mean]
         [--scratch] [--freeze-embeddings] [--probe] [--epochs E] [--lr LR] [--set SECTION.KEY=VALUE]
 
@@ -80,12 +80,13 @@ def pretrain(args: argparse.Namespace) -> None:
     if args.objective == "span_contrastive":
         task["temperature"] = args.temperature
     by_rows = args.corpus == "review-rows" or args.objective in SENTENCE_OBJECTIVES
-    train({"experiment": {"name": "bert", "kind": "pretraining", "seed": args.seed, "output_dir": str(args.out)},
-           "tokenizer": {"path": str(TOKENIZER)}, "data": corpus_files(args.corpus),
-           "model": {"architecture": "bert", **MODEL, "init_embeddings": args.init_embeddings},
-           "task": task,
-           "training": {**TRAINING, "max_steps": args.steps, "learning_rate": args.lr,
-                        "batch_size": args.batch_size or (64 if by_rows else TRAINING["batch_size"])}})
+    train(with_overrides(args.set, {
+        "experiment": {"name": "bert", "kind": "pretraining", "seed": args.seed, "output_dir": str(args.out)},
+        "tokenizer": {"path": str(TOKENIZER)}, "data": corpus_files(args.corpus),
+        "model": {"architecture": "bert", **MODEL, "init_embeddings": args.init_embeddings},
+        "task": task,
+        "training": {**TRAINING, "max_steps": args.steps, "learning_rate": args.lr,
+                     "batch_size": args.batch_size or (64 if by_rows else TRAINING["batch_size"])}}))
 
 
 def finetune(args: argparse.Namespace) -> None:
@@ -139,6 +140,8 @@ def main() -> None:
                    help="ppmi: start the token embedding from PPMI-SVD vectors of the corpus")
     p.add_argument("--temperature", type=float, default=0.05, help="span_contrastive's softmax temperature")
     p.add_argument("--batch-size", type=int, help="default 16 windows, or 64 rows for row and span objectives")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any other key of the pretraining config, e.g. model.recipe=modern")
     p.set_defaults(func=pretrain)
     f = commands.add_parser("finetune")
     f.add_argument("run", type=Path)
