@@ -1,8 +1,10 @@
-"""The two CPU paths chosen by measurement, each timed against what it replaces, interleaved over rounds.
+"""The CPU paths chosen by measurement, each timed against what it replaces, interleaved over rounds.
 
 Run by hand (not a test), from the repository root:
 
-    python benchmarks/cpu_paths.py [attention|cross_entropy|both] [--rounds 3]
+    python benchmarks/cpu_paths.py [attention|decoding|cross_entropy|both] [--rounds 3]
+
+(`both`: attention and cross_entropy, the training paths.)
 
 **attention**: for each head shape (time x head_dim; batch 8, 4 heads, causal) it times
 `F.scaled_dot_product_attention`, forward and backward, on bf16 inputs, and on the same inputs cast
@@ -12,6 +14,12 @@ faster). On the 2-core development machine (Xeon with AMX, torch 2.13, `--rounds
 float32: 64 x 32 3.05, 64 x 128 1.36, 128 x 64 1.94, 256 x 32 1.48, 256 x 48 1.07, 256 x 64 0.91,
 256 x 128 0.60, 512 x 64 0.68.
 
+**decoding**: one query position against a cache of keys and values (a greedy decoding step; batch 1
+and 8, 6 heads of 64, no gradient), bf16 against float32 as a bf16 model decodes on the CPU (its cache
+kept in float32, the query cast, the output cast back; `computes_in_float32` in attention.py). On the AMD EPYC (AVX-512 bf16, no AMX, 2 threads, idle, 2026-12-08, `--rounds 7`),
+bf16 / float32 at batch 1: 16 cached positions 1.17, 64 2.34, 136 3.52, 256 3.79; at batch 8: 2.12, 3.85,
+4.14, 4.84.
+
 **cross_entropy**: the summed cross-entropy of bf16 logits (tokens x vocabulary), forward and
 backward, with `F.cross_entropy` on their float32 copy (the old path) and with
 `model_foundry/models/cross_entropy.py`'s blockwise one, and the largest gradient difference. On the
@@ -20,6 +28,7 @@ same machine, 4,096 x 8,192: 318 against 142 ms on one thread, 200 against 91 ms
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -66,6 +75,20 @@ def attention(rounds: int) -> None:
         print(f"{length:>6} x {dim:<4} {ms['bf16']:>9.2f} {ms['fp32']:>9.2f} {ms['bf16'] / ms['fp32']:>10.2f}  {chosen}")
 
 
+def decoding(rounds: int) -> None:
+    print("decoding: one query against a cache, 6 heads of 64, no gradient; attend uses float32")
+    print(f"{'batch x cached':>15} {'bf16 ms':>9} {'fp32 ms':>9} {'bf16/fp32':>10}")
+    for batch, cached in itertools.product((1, 8), (16, 64, 136, 256)):
+        q = torch.randn(batch, 6, 1, 64, dtype=torch.bfloat16)
+        k, v = (torch.randn(batch, 6, cached, 64, dtype=torch.bfloat16) for _ in range(2))
+        k32, v32 = k.float(), v.float()  # the cache of a bf16 model on the CPU is kept in float32
+        with torch.no_grad():
+            ms = interleaved_medians({
+                "bf16": lambda: F.scaled_dot_product_attention(q, k, v),
+                "fp32": lambda: F.scaled_dot_product_attention(q.float(), k32, v32).to(torch.bfloat16)}, rounds)
+        print(f"{batch:>6} x {cached:<6} {ms['bf16']:>9.3f} {ms['fp32']:>9.3f} {ms['bf16'] / ms['fp32']:>10.2f}")
+
+
 def cross_entropy(rounds: int) -> None:
     print("summed cross-entropy of bf16 logits, forward and backward")
     print(f"{'tokens x vocab':>16} {'F.cross_entropy ms':>19} {'blockwise ms':>13} {'ratio':>6} {'max grad diff':>14}")
@@ -91,12 +114,14 @@ def cross_entropy(rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("which", nargs="?", default="both", choices=["attention", "cross_entropy", "both"])
+    parser.add_argument("which", nargs="?", default="both", choices=["attention", "decoding", "cross_entropy", "both"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.which in ("attention", "both"):
         attention(args.rounds)
+    if args.which == "decoding":
+        decoding(args.rounds)
     if args.which in ("cross_entropy", "both"):
         cross_entropy(args.rounds)
 

@@ -108,9 +108,9 @@ class SelfAttention(nn.Module):
 # heads amortise (torch 2.13, AMX CPU, forward + backward: 64 tokens x 32 dims 3x slower than
 # float32, 256 x 32 1.5x, 256 x 48 1.07x, 256 x 64 0.9x; benchmarks/cpu_paths.py).
 CPU_BF16_ATTENTION_MIN_ELEMENTS = 256 * 64
-# A single query against a key/value cache (a decoding step) is slower in bf16 at every cache length: 2x
-# to 4x float32 (the casts included) at batch 8, 6 heads of 64, from 64 cached positions up (torch 2.13,
-# AMD EPYC with AVX-512 bf16; `python benchmarks/cpu_paths.py decoding`).
+# A single query against a key/value cache (a decoding step) is slower in bf16 at every cache length: 1.2x
+# to 4.8x float32 (the query's casts included, the cache kept in float32) at batch 1 and 8, 6 heads of 64
+# (torch 2.13, AMD EPYC with AVX-512 bf16; `python benchmarks/cpu_paths.py decoding`).
 
 
 def computes_in_float32(q: Tensor) -> bool:
