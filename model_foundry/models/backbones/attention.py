@@ -32,7 +32,8 @@ class KeyValueCache:
     never attends further back) and each step writes its new positions in place, so a step costs
     a copy of the new token's keys and values, not of everything cached so far. Keys are stored
     after the rotary rotation: it depends only on the key's own position, so a cached key never
-    needs rotating again.
+    needs rotating again. Where a decoding step attends in float32 (`computes_in_float32`: bf16 on
+    the CPU) the buffers are float32, so a step casts its new positions only, not the whole cache.
     """
 
     def __init__(self, capacity: int):
