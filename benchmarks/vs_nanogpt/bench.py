@@ -185,18 +185,18 @@ def print_table(nano: list[dict], ours: dict[str, list[dict]], variants: list[Va
           f"every {eval_interval} steps on 20 batches, OMP_NUM_THREADS={threads}, torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs")
     n_wall, n_val = median(nano, "wall"), median(nano, "val")
+    medians = {v.name: (median(ours[v.name], "wall"), median(ours[v.name], "val")) for v in variants}
     print(f"{'run':26s} {'steps':>6s} {'wall s':>8s} {'vs nanoGPT':>10s} {'val loss':>9s} {'whole val':>10s}")
     print(f"{'nanoGPT train.py':26s} {args.steps:6d} {n_wall:8.1f} {1.0:10.2f} {n_val:9.4f} {'-':>10s}")
     for variant in variants:
-        runs = ours[variant.name]
-        o_wall, o_val = median(runs, "wall"), median(runs, "val")
+        o_wall, o_val = medians[variant.name]
         print(f"{variant.name:26s} {variant.steps:6d} {o_wall:8.1f} {o_wall / n_wall:10.2f} {o_val:9.4f} "
-              f"{median(runs, 'val_whole'):10.4f}")
+              f"{median(ours[variant.name], 'val_whole'):10.4f}")
     print("(medians over rounds; val loss: each side's eval at its last step, 20 batches each; whole val: "
           "foundry's results.json)")
     for variant in variants:
         runs = ours[variant.name]
-        o_wall, o_val = median(runs, "wall"), median(runs, "val")
+        o_wall, o_val = medians[variant.name]
         print(f"{variant.name}: settings {variant.settings or 'the recipe as it is'}; rounds "
               + ", ".join(f"{r['wall']:.1f} s / {r['val']:.4f}" for r in runs))
         half = o_wall <= TARGET_WALL_RATIO * n_wall and o_val <= n_val

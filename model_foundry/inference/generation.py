@@ -197,10 +197,10 @@ def decode_tokens(step: StepFunction, ids: Tensor, mask: Tensor | None, steps: i
     finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
     new_tokens: list[Tensor] = []
     window, step_input, cache = ids, ids, None
+    stops = bool(stop_ids.numel())  # without stop tokens no row stops: no check, no sync with the device
     for _ in range(steps):
         logits, cache = step(step_input, mask, cache)
         next_ids = choose(logits)
-        stops = bool(stop_ids.numel())  # without stop tokens no row stops: no check, no sync with the device
         if stops:
             next_ids = next_ids.masked_fill(finished, pad_id)
             finished |= torch.isin(next_ids, stop_ids)

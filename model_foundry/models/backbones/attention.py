@@ -32,7 +32,7 @@ class KeyValueCache:
     never attends further back) and each step writes its new positions in place, so a step costs
     a copy of the new token's keys and values, not of everything cached so far. Keys are stored
     after the rotary rotation: it depends only on the key's own position, so a cached key never
-    needs rotating again. Where a decoding step attends in float32 (`computes_in_float32`: bf16 on
+    needs rotating again. Where a decoding step attends in float32 (`decodes_in_float32`: bf16 on
     the CPU) the buffers are float32, so a step casts its new positions only, not the whole cache.
     """
 
@@ -49,7 +49,7 @@ class KeyValueCache:
             raise ValueError(f"a key/value cache of {self.capacity} positions cannot take {end}")
         if self.keys is None:
             batch, heads, _, head_dim = keys.shape
-            dtype = torch.float32 if computes_in_float32(keys[:, :, :1]) else keys.dtype
+            dtype = torch.float32 if decodes_in_float32(keys) else keys.dtype
             self.keys = keys.new_empty(batch, heads, self.capacity, head_dim, dtype=dtype)
             self.values = values.new_empty(batch, heads, self.capacity, head_dim, dtype=dtype)
         self.keys[:, :, self.length:end] = keys
@@ -114,9 +114,14 @@ CPU_BF16_ATTENTION_MIN_ELEMENTS = 256 * 64
 # (torch 2.13, AMD EPYC with AVX-512 bf16; `python benchmarks/cpu_paths.py decoding`).
 
 
+def decodes_in_float32(x: Tensor) -> bool:
+    """Whether a single query (a decoding step) on tensors like `x` attends in float32: bf16 on the CPU."""
+    return x.device.type == "cpu" and x.dtype == torch.bfloat16
+
+
 def computes_in_float32(q: Tensor) -> bool:
-    """Whether `attend` casts a CPU bf16 attention to float32: for training on short heads, and for decoding."""
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+    """Whether `attend` casts a CPU bf16 attention to float32: for decoding, and for training on short heads."""
+    if not decodes_in_float32(q):
         return False
     return q.size(-2) == 1 or (torch.is_grad_enabled() and q.size(-2) * q.size(-1) < CPU_BF16_ATTENTION_MIN_ELEMENTS)
 
